@@ -1,0 +1,36 @@
+//! One-process micro-benchmarks: reserve/commit/read/release of one sample,
+//! on both backends, at 8 B and 1 KiB.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use shmslot::{InMemorySlotAllocator, PosixSlotAllocator, SlotBackend, ALL_READERS};
+
+fn round_trip<B: SlotBackend>(b: &B, reader: u8, payload: &[u8]) {
+    let h = b.reserve_slot(ALL_READERS).expect("reserve");
+    b.commit_slot(h, payload).expect("commit");
+    let h = b.next_unread_slot(reader).expect("next").expect("a sample");
+    let (ptr, len) = b.slot_read_ptr(h).expect("read ptr");
+    // SAFETY: the reader holds the slot until mark_read.
+    let first = unsafe { std::slice::from_raw_parts(ptr, len) }[0];
+    criterion::black_box(first);
+    b.mark_read(h, reader).expect("release");
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("shmslot-bench-{}", std::process::id()));
+    let mut g = c.benchmark_group("write+read one sample");
+    for size in [8usize, 1024] {
+        let payload = vec![7u8; size];
+        g.throughput(Throughput::Elements(1));
+        let mem = InMemorySlotAllocator::new(16, 1024);
+        let r = mem.register_reader().expect("reader");
+        g.bench_with_input(BenchmarkId::new("in-memory", size), &payload, |bn, p| bn.iter(|| round_trip(&mem, r, p)));
+        let posix = PosixSlotAllocator::builder(16, 1024).discovery_dir(&dir).create(format!("bench-{size}")).expect("create");
+        let r = posix.register_reader().expect("reader");
+        g.bench_with_input(BenchmarkId::new("posix", size), &payload, |bn, p| bn.iter(|| round_trip(&posix, r, p)));
+    }
+    g.finish();
+    let _ = std::fs::remove_dir(&dir);
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

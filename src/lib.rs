@@ -1,0 +1,53 @@
+//! # shmslot
+//!
+//! A DDS-style shared-memory transport: processes on one host exchange
+//! samples through rings of fixed-size slots in POSIX shared memory, written
+//! in place and read in place — no copy and no syscall on the hot path.
+//!
+//! * [`SlotBackend`] — the ring contract (reserve / commit / discard / loan in
+//!   place / read in place / mark_read / reader masks / notify).
+//! * [`InMemorySlotAllocator`] — one process; the reference oracle.
+//! * [`PosixSlotAllocator`] — shared memory, found through flink files;
+//!   lock-free, multi-writer, multi-reader, futex notify.
+//! * [`Loan`], [`Sample`], [`Reader`] — the safe byte API;
+//!   [`Publisher`] / [`Subscriber`] — typed, for [`Pod`] types.
+//!
+//! ```no_run
+//! use shmslot::{Loan, PosixSlotAllocator, Reader};
+//! use std::time::Duration;
+//!
+//! let ring = PosixSlotAllocator::create("demo", 16, 1024)?;   // writer side
+//! let mut loan = Loan::new(&ring)?;
+//! loan.as_mut_slice()[..5].copy_from_slice(b"hello");
+//! loan.commit(5)?;
+//!
+//! let mut reader = Reader::new(PosixSlotAllocator::attach("demo")?)?; // another process
+//! if let Some(sample) = reader.recv_timeout(Duration::from_secs(1))? {
+//!     println!("{} bytes: {:?}", sample.len(), &sample[..]);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+mod backend;
+mod error;
+mod memory;
+#[cfg(not(loom))]
+mod posix;
+mod protocol;
+mod pubsub;
+mod sync;
+
+pub use backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHandle, SlotHeader, ALL_READERS, DEFAULT_SPIN};
+pub use error::{OpenError, ReceiveError, SlotError, TypeError, ValidationError};
+pub use memory::InMemorySlotAllocator;
+#[cfg(not(loom))]
+pub use posix::{default_discovery_dir, FlinkInfo, PosixSlotAllocator, PosixSlotAllocatorBuilder, SegmentInfo};
+pub use pubsub::{type_hash, Loan, Pod, Publisher, Reader, Sample, Subscriber, TypedLoan, TypedSample};
+
+/// Flink-file helpers for tools (`flink list`, `inspect`, `clean`).
+#[cfg(not(loom))]
+pub mod discovery {
+    pub use crate::posix::flink::{default_discovery_dir, read as read_flink, FlinkInfo};
+}

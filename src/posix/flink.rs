@@ -1,0 +1,237 @@
+//! Flink files: the small files in a discovery directory that name a
+//! segment's OS shared-memory object.
+//!
+//! Format (128 bytes, little-endian):
+//!
+//! ```text
+//!   0  magic "SHMFLINK"        8  version u32       12  crc32 of bytes 16..128
+//!  16  name_len u32           20  name [u8; 48]  ("/shmslot.<uid>.<16 hex>")
+//!  68  slot_count u32         72  capacity u32      76  policy u32
+//!  80  max_readers u32        84  creator_pid u32   88  created_unix_ms u64
+//!  96  reserved (zero)
+//! ```
+//!
+//! Published by writing a temp file (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600)
+//! and hard-linking it to its name (fails if anything — a file or a planted
+//! symlink — is there), so a reader never sees half a file.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use byteorder::{ByteOrder, LittleEndian};
+
+use crate::error::{OpenError, ValidationError};
+
+const FLINK_MAGIC: &[u8; 8] = b"SHMFLINK";
+const FLINK_VERSION: u32 = 1;
+/// Size of a flink file.
+pub(crate) const FLINK_SIZE: usize = 128;
+const NAME_MAX: usize = 48;
+
+/// What a flink file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlinkInfo {
+    /// Name of the OS shared-memory object.
+    pub segment_name: String,
+    /// Slots in the ring.
+    pub slot_count: u32,
+    /// Bytes per slot.
+    pub capacity: u32,
+    /// Overflow policy as stored (1 KeepAll, 2 DropOldest).
+    pub policy: u32,
+    /// Maximum readers.
+    pub max_readers: u32,
+    /// Creator's pid (display only: liveness is not decided by pids).
+    pub creator_pid: u32,
+    /// Creation time, ms since the epoch.
+    pub created_unix_ms: u64,
+}
+
+impl FlinkInfo {
+    pub(crate) fn encode(&self) -> [u8; FLINK_SIZE] {
+        let mut b = [0u8; FLINK_SIZE];
+        b[0..8].copy_from_slice(FLINK_MAGIC);
+        LittleEndian::write_u32(&mut b[8..], FLINK_VERSION);
+        let name = self.segment_name.as_bytes();
+        LittleEndian::write_u32(&mut b[16..], name.len() as u32);
+        b[20..20 + name.len()].copy_from_slice(name);
+        LittleEndian::write_u32(&mut b[68..], self.slot_count);
+        LittleEndian::write_u32(&mut b[72..], self.capacity);
+        LittleEndian::write_u32(&mut b[76..], self.policy);
+        LittleEndian::write_u32(&mut b[80..], self.max_readers);
+        LittleEndian::write_u32(&mut b[84..], self.creator_pid);
+        LittleEndian::write_u64(&mut b[88..], self.created_unix_ms);
+        let crc = crc32fast::hash(&b[16..]);
+        LittleEndian::write_u32(&mut b[12..], crc);
+        b
+    }
+
+    /// Decodes and checks a flink file's bytes.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] saying what is wrong.
+    pub fn decode(b: &[u8]) -> Result<Self, ValidationError> {
+        if b.len() != FLINK_SIZE {
+            return Err(ValidationError::Truncated { size: b.len() as u64, needed: FLINK_SIZE as u64 });
+        }
+        if &b[0..8] != FLINK_MAGIC {
+            return Err(ValidationError::BadMagic { found: LittleEndian::read_u64(&b[0..8]) });
+        }
+        let version = LittleEndian::read_u32(&b[8..]);
+        if version != FLINK_VERSION {
+            return Err(ValidationError::VersionMismatch { found: version, expected: FLINK_VERSION });
+        }
+        let stored = LittleEndian::read_u32(&b[12..]);
+        let computed = crc32fast::hash(&b[16..]);
+        if stored != computed {
+            return Err(ValidationError::BadCrc { stored, computed });
+        }
+        let len = LittleEndian::read_u32(&b[16..]) as usize;
+        if len > NAME_MAX {
+            return Err(ValidationError::BadField { field: "flink name length", value: len as u64, expected: "at most 48" });
+        }
+        let name = std::str::from_utf8(&b[20..20 + len])
+            .ok()
+            .filter(|n| valid_segment_name(n))
+            .ok_or(ValidationError::BadField { field: "segment name", value: len as u64, expected: "/shmslot.<uid>.<16 hex digits>" })?;
+        Ok(Self {
+            segment_name: name.to_owned(),
+            slot_count: LittleEndian::read_u32(&b[68..]),
+            capacity: LittleEndian::read_u32(&b[72..]),
+            policy: LittleEndian::read_u32(&b[76..]),
+            max_readers: LittleEndian::read_u32(&b[80..]),
+            creator_pid: LittleEndian::read_u32(&b[84..]),
+            created_unix_ms: LittleEndian::read_u64(&b[88..]),
+        })
+    }
+}
+
+/// `/shmslot.<decimal uid>.<16 lowercase hex>`.
+pub(crate) fn valid_segment_name(n: &str) -> bool {
+    let Some(rest) = n.strip_prefix("/shmslot.") else { return false };
+    let Some((uid, hex)) = rest.split_once('.') else { return false };
+    !uid.is_empty()
+        && uid.len() <= 10
+        && uid.bytes().all(|c| c.is_ascii_digit())
+        && hex.len() == 16
+        && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A fresh object name for this user.
+pub(crate) fn new_segment_name() -> String {
+    format!("/shmslot.{}.{:016x}", super::shm::euid(), super::shm::random_u64())
+}
+
+/// The default discovery directory: `$SHMSLOT_DIR`, else
+/// `$XDG_RUNTIME_DIR/shmslot`, else `/tmp/shmslot-<uid>`.
+pub fn default_discovery_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SHMSLOT_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("shmslot");
+    }
+    PathBuf::from(format!("/tmp/shmslot-{}", super::shm::euid()))
+}
+
+/// Creates `dir` (mode 0700) if missing and checks it is safe: a real
+/// directory (not a symlink), ours, not writable by group or others.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), OpenError> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => return Err(OpenError::Io { op: "create discovery directory", path: dir.to_owned(), source }),
+    }
+    check_dir(dir)
+}
+
+/// Checks an existing directory as [`ensure_dir`] does.
+pub(crate) fn check_dir(dir: &Path) -> Result<(), OpenError> {
+    let md = fs::symlink_metadata(dir).map_err(|source| OpenError::Io { op: "stat directory", path: dir.to_owned(), source })?;
+    let refuse = |reason| Err(OpenError::Unsafe { path: dir.to_owned(), reason });
+    if md.file_type().is_symlink() {
+        return refuse("the directory is a symbolic link");
+    }
+    if !md.is_dir() {
+        return refuse("not a directory");
+    }
+    if md.uid() != super::shm::euid() {
+        return refuse("the directory is owned by another user");
+    }
+    if md.mode() & 0o022 != 0 {
+        return refuse("the directory is writable by group or others (chmod 700 it)");
+    }
+    Ok(())
+}
+
+/// Writes `info` to `path`, failing if anything exists there.
+pub(crate) fn publish(path: &Path, info: &FlinkInfo) -> Result<(), OpenError> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".flink-tmp.{}.{:016x}", std::process::id(), super::shm::random_u64()));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(|source| OpenError::Io { op: "create flink temp file", path: tmp.clone(), source })?;
+    let res = f.write_all(&info.encode()).map_err(|source| OpenError::Io { op: "write flink file", path: tmp.clone(), source }).and_then(|()| {
+        fs::hard_link(&tmp, path).map_err(|source| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                OpenError::Exists(path.to_owned())
+            } else {
+                OpenError::Io { op: "publish flink file", path: path.to_owned(), source }
+            }
+        })
+    });
+    let _ = fs::remove_file(&tmp);
+    res
+}
+
+/// Reads and checks the flink file at `path`: no symlink, a regular file of
+/// ours, not group/other writable, exactly [`FLINK_SIZE`] bytes.
+///
+/// # Errors
+/// [`OpenError`] naming the file and the reason.
+pub fn read(path: &Path) -> Result<FlinkInfo, OpenError> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| {
+            if source.raw_os_error() == Some(libc::ELOOP) {
+                OpenError::Unsafe { path: path.to_owned(), reason: "the flink file is a symbolic link" }
+            } else {
+                OpenError::Io { op: "open flink file", path: path.to_owned(), source }
+            }
+        })?;
+    let md = f.metadata().map_err(|source| OpenError::Io { op: "stat flink file", path: path.to_owned(), source })?;
+    let refuse = |reason| Err(OpenError::Unsafe { path: path.to_owned(), reason });
+    if !md.is_file() {
+        return refuse("not a regular file");
+    }
+    if md.uid() != super::shm::euid() {
+        return refuse("the flink file is owned by another user");
+    }
+    if md.mode() & 0o022 != 0 {
+        return refuse("the flink file is writable by group or others");
+    }
+    if md.len() > FLINK_SIZE as u64 {
+        return refuse("the flink file is larger than a flink file can be (128 bytes)");
+    }
+    if md.len() != FLINK_SIZE as u64 {
+        return Err(OpenError::Invalid { path: path.to_owned(), error: ValidationError::Truncated { size: md.len(), needed: FLINK_SIZE as u64 } });
+    }
+    let mut b = [0u8; FLINK_SIZE];
+    f.read_exact(&mut b).map_err(|source| OpenError::Io { op: "read flink file", path: path.to_owned(), source })?;
+    FlinkInfo::decode(&b).map_err(|error| OpenError::Invalid { path: path.to_owned(), error })
+}
+
+/// Removes `path` only if it still names `segment_name`.
+pub(crate) fn remove_if_names(path: &Path, segment_name: &str) {
+    if matches!(read(path), Ok(info) if info.segment_name == segment_name) {
+        let _ = fs::remove_file(path);
+    }
+}

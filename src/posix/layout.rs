@@ -1,0 +1,156 @@
+//! The segment layout: `#[repr(C)]` structs with asserted sizes and offsets.
+//!
+//! ```text
+//!  offset 0     ┌──────────────────────────────────────────────┐
+//!               │ SegmentHeader (128 B)                        │  immutable after init
+//!               │  magic "SHMSLOT1" · version · init_state     │  init_state is stored LAST
+//!               │  slot_count · capacity · stride · max_readers│
+//!               │  max_writers · policy · type_hash[16]        │
+//!               │  geometry_crc · creator_pid · total_size     │
+//!  128          ├──────────────────────────────────────────────┤
+//!               │ Control: write_seq      (own cache line)     │  writers: CAS
+//!               │          registered     (own cache line)     │  reader bits
+//!               │          data  futex gen + waiters (line)    │  readers park here
+//!               │          space futex gen + waiters (line)    │  writers park here
+//!  384          ├──────────────────────────────────────────────┤
+//!               │ ReaderEntry × max_readers (64 B each)        │  state · pid · cursor ·
+//!               │                                              │  pinned · received · lost
+//!               ├──────────────────────────────────────────────┤
+//!               │ WriterEntry × max_writers (64 B each)        │  state · pid · commits
+//!               ├──────────────────────────────────────────────┤  (64-aligned)
+//!  slots_offset │ slot 0: SlotMeta (64 B) │ payload (capacity) │ pad to 64
+//!               │ slot 1: …                stride = align64(64 + capacity)
+//!               │ slot N-1                                     │
+//!               └──────────────────────────────────────────────┘
+//! ```
+
+use std::mem::{offset_of, size_of};
+
+use crate::protocol::{Control, ReaderEntry, SlotMeta};
+use crate::sync::{AtomicU32, AtomicU64};
+
+/// "SHMSLOT1", little-endian.
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMSLOT1");
+/// Bumped on every incompatible layout change.
+pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// `init_state` while the creator is still writing the segment.
+pub(crate) const INIT_CREATING: u32 = 0;
+/// `init_state` once the segment is ready ("RDY!").
+pub(crate) const INIT_READY: u32 = u32::from_le_bytes(*b"RDY!");
+
+/// Largest slot count accepted.
+pub(crate) const MAX_SLOT_COUNT: u32 = 1 << 24;
+/// Largest slot capacity accepted (1 GiB).
+pub(crate) const MAX_CAPACITY: u32 = 1 << 30;
+/// Largest segment accepted (64 GiB).
+pub(crate) const MAX_TOTAL: u64 = 1 << 36;
+/// Largest writer table.
+pub(crate) const MAX_WRITERS: u32 = 64;
+
+/// Immutable part of the segment header.
+#[repr(C, align(64))]
+pub(crate) struct SegmentHeader {
+    pub magic: AtomicU64,
+    pub version: AtomicU32,
+    pub init_state: AtomicU32,
+    pub slot_count: AtomicU32,
+    pub capacity: AtomicU32,
+    pub stride: AtomicU32,
+    pub max_readers: AtomicU32,
+    pub max_writers: AtomicU32,
+    pub policy: AtomicU32,
+    pub type_hash: [AtomicU32; 4],
+    pub geometry_crc: AtomicU32,
+    pub creator_pid: AtomicU32,
+    pub total_size: AtomicU64,
+    pub created_unix_ms: AtomicU64,
+}
+
+/// One writer's entry (claimed on a handle's first reservation).
+#[repr(C, align(64))]
+pub(crate) struct WriterEntry {
+    pub state: AtomicU32,
+    pub pid: AtomicU32,
+    pub commits: AtomicU64,
+}
+
+pub(crate) const HEADER_SIZE: usize = 128;
+pub(crate) const CONTROL_OFFSET: usize = HEADER_SIZE;
+pub(crate) const READERS_OFFSET: usize = CONTROL_OFFSET + size_of::<Control>();
+pub(crate) const ENTRY_SIZE: usize = 64;
+pub(crate) const SLOT_META_SIZE: usize = 64;
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(size_of::<SegmentHeader>() == HEADER_SIZE);
+    assert!(offset_of!(SegmentHeader, magic) == 0);
+    assert!(offset_of!(SegmentHeader, version) == 8);
+    assert!(offset_of!(SegmentHeader, init_state) == 12);
+    assert!(offset_of!(SegmentHeader, slot_count) == 16);
+    assert!(offset_of!(SegmentHeader, type_hash) == 40);
+    assert!(offset_of!(SegmentHeader, geometry_crc) == 56);
+    assert!(offset_of!(SegmentHeader, total_size) == 64);
+    assert!(size_of::<Control>() == 256);
+    assert!(offset_of!(Control, write_seq) == 0);
+    assert!(offset_of!(Control, registered) == 64);
+    assert!(offset_of!(Control, data) == 128);
+    assert!(offset_of!(Control, space) == 192);
+    assert!(size_of::<ReaderEntry>() == ENTRY_SIZE);
+    assert!(size_of::<WriterEntry>() == ENTRY_SIZE);
+    assert!(size_of::<SlotMeta>() == SLOT_META_SIZE);
+    assert!(offset_of!(SlotMeta, stamp) == 0);
+    assert!(offset_of!(SlotMeta, pending) == 8);
+    assert!(offset_of!(SlotMeta, len) == 16);
+    assert!(READERS_OFFSET == 384);
+};
+
+/// Where everything is, computed from the geometry (never from the header
+/// alone: the caller checks the result against the object's real size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub stride: u64,
+    pub writers_offset: u64,
+    pub slots_offset: u64,
+    pub total: u64,
+}
+
+/// `align_up(64 + capacity, 64)`.
+pub(crate) fn stride_for(capacity: u32) -> u64 {
+    (SLOT_META_SIZE as u64 + u64::from(capacity)).div_ceil(64) * 64
+}
+
+impl Layout {
+    /// Computes the layout; `None` on arithmetic overflow.
+    pub fn compute(slot_count: u32, capacity: u32, max_readers: u32, max_writers: u32) -> Option<Self> {
+        let stride = stride_for(capacity);
+        let writers_offset = READERS_OFFSET as u64 + u64::from(max_readers) * ENTRY_SIZE as u64;
+        let slots_offset = writers_offset + u64::from(max_writers) * ENTRY_SIZE as u64;
+        let total = slots_offset.checked_add(stride.checked_mul(u64::from(slot_count))?)?;
+        Some(Self { stride, writers_offset, slots_offset, total })
+    }
+}
+
+/// The bytes the geometry crc covers.
+pub(crate) fn geometry_bytes(
+    slot_count: u32,
+    capacity: u32,
+    stride: u32,
+    max_readers: u32,
+    max_writers: u32,
+    policy: u32,
+    type_hash: [u32; 4],
+    total_size: u64,
+) -> [u8; 52] {
+    use byteorder::{ByteOrder, LittleEndian};
+    let mut b = [0u8; 52];
+    LittleEndian::write_u32(&mut b[0..], LAYOUT_VERSION);
+    LittleEndian::write_u32(&mut b[4..], slot_count);
+    LittleEndian::write_u32(&mut b[8..], capacity);
+    LittleEndian::write_u32(&mut b[12..], stride);
+    LittleEndian::write_u32(&mut b[16..], max_readers);
+    LittleEndian::write_u32(&mut b[20..], max_writers);
+    LittleEndian::write_u32(&mut b[24..], policy);
+    LittleEndian::write_u32_into(&type_hash, &mut b[28..44]);
+    LittleEndian::write_u64(&mut b[44..], total_size);
+    b
+}

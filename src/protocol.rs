@@ -1,0 +1,586 @@
+//! The lock-free slot-ring protocol, shared by every process attached to a
+//! segment. It works on a [`RingView`] of atomics (in shared memory for the
+//! POSIX backend, on the heap for the loom model) and knows nothing of files.
+//!
+//! # Algorithm
+//!
+//! A multi-writer, multi-reader *broadcast* ring in the manner of Vyukov's
+//! bounded MPMC queue: sequence number `s` lives in slot `s mod N`; each slot
+//! carries a **stamp** word `seq:54 | state:2 | pins:8` that says which
+//! sequence the slot holds and how far it got:
+//!
+//! ```text
+//!            reserve (CAS stamp)        commit (store Release)
+//!   COMMITTED/SKIPPED(s-N) ──────▶ LOANED(s) ──────────────────▶ COMMITTED(s)
+//!                                       └── discard / dead writer ─▶ SKIPPED(s)
+//! ```
+//!
+//! * `write_seq` is the next sequence to reserve. A writer that finds the slot
+//!   of `write_seq` free CASes its stamp to `LOANED(s)` — **that CAS is the
+//!   reservation** — then advances `write_seq` (others that see `LOANED(s)`
+//!   help advance it), so writers never wait on each other.
+//! * `pending` holds one bit per reader the sample is addressed to; a reader
+//!   clears its bit when it releases the sample. Under `KeepAll` a slot is
+//!   reusable only with `pending == 0`; under `DropOldest` any slot not held
+//!   in place is reusable, and overtaken readers count what they lost.
+//! * `pins` counts readers reading a `DropOldest` slot in place; a reader pins
+//!   with a CAS on the stamp, so a writer's reuse (also a CAS on the stamp)
+//!   and a pin can never both succeed: no reader ever sees a recycled slot.
+//! * Each reader has a cursor (next sequence) and consumes in sequence order.
+//!
+//! Stamps carry 54 bits of the 64-bit sequence: every live sequence lies within
+//! `N <= 2^24` of `write_seq`, so differences of stamps are unambiguous; full
+//! 64-bit sequences live in `write_seq` and the cursors, and wrap around with
+//! wrapping arithmetic.
+//!
+//! # Trust
+//!
+//! Every word here may have been written by a hostile process. Indices come
+//! from `seq & mask` (always in range), lengths are checked against the
+//! capacity copied at attach, loops are bounded, and nothing read from the
+//! ring is used as an index without that.
+
+use std::time::Duration;
+
+use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats};
+use crate::error::SlotError;
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+
+const SEQ_SHIFT: u32 = 10;
+const STATE_SHIFT: u32 = 8;
+const PINS_MASK: u64 = 0xff;
+const SEQ54: u64 = (1 << 54) - 1;
+
+/// Slot states (2 bits of the stamp).
+pub(crate) const LOANED: u64 = 0;
+pub(crate) const COMMITTED: u64 = 1;
+pub(crate) const SKIPPED: u64 = 2;
+
+/// Reader entry states.
+pub(crate) const READER_FREE: u32 = 0;
+pub(crate) const READER_ACTIVE: u32 = 1;
+
+/// Encodes a stamp.
+#[inline]
+pub(crate) fn stamp(seq: u64, state: u64) -> u64 {
+    (seq << SEQ_SHIFT) | (state << STATE_SHIFT)
+}
+#[inline]
+pub(crate) fn stamp_state(st: u64) -> u64 {
+    (st >> STATE_SHIFT) & 3
+}
+#[inline]
+pub(crate) fn stamp_pins(st: u64) -> u64 {
+    st & PINS_MASK
+}
+/// `stamp.seq - seq`, sign-extended from 54 bits.
+#[inline]
+pub(crate) fn seq_diff(st: u64, seq: u64) -> i64 {
+    let d = ((st >> SEQ_SHIFT).wrapping_sub(seq)) & SEQ54;
+    ((d << 10) as i64) >> 10
+}
+/// `a - b` as a signed distance between full sequence numbers.
+#[inline]
+fn dist(a: u64, b: u64) -> i64 {
+    a.wrapping_sub(b) as i64
+}
+
+/// Per-slot metadata; the payload follows it in the same stride.
+#[repr(C, align(64))]
+pub(crate) struct SlotMeta {
+    /// `seq:54 | state:2 | pins:8`.
+    pub stamp: AtomicU64,
+    /// Readers that have not released the sample.
+    pub pending: AtomicU64,
+    /// Payload length, `<= capacity` when valid.
+    pub len: AtomicU32,
+}
+
+/// One reader's entry. Only its owner writes `cursor`/`pinned`/counters.
+#[repr(C, align(64))]
+pub(crate) struct ReaderEntry {
+    /// `READER_FREE` or `READER_ACTIVE`.
+    pub state: AtomicU32,
+    /// Process id of the owner, for display only.
+    pub pid: AtomicU32,
+    /// Next sequence this reader will look at.
+    pub cursor: AtomicU64,
+    /// `(seq << 1) | 1` of the `DropOldest` slot it has pinned, or 0.
+    pub pinned: AtomicU64,
+    /// Samples released.
+    pub received: AtomicU64,
+    /// Samples overtaken on (`DropOldest`).
+    pub lost: AtomicU64,
+}
+
+/// The slot metadata of a ring: `count` entries `stride` bytes apart (the
+/// payload of each slot sits between them in a segment).
+#[derive(Clone, Copy)]
+pub(crate) struct SlotArray<'a> {
+    base: std::ptr::NonNull<u8>,
+    stride: usize,
+    count: u32,
+    _life: std::marker::PhantomData<&'a SlotMeta>,
+}
+
+// SAFETY: a `SlotArray` is a shared borrow of `SlotMeta`s, which are atomics
+// only (Sync); sending or sharing it is sharing `&SlotMeta`.
+unsafe impl Send for SlotArray<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for SlotArray<'_> {}
+
+impl<'a> SlotArray<'a> {
+    /// Contiguous metadata (the loom model, tests).
+    #[allow(dead_code)]
+    pub fn from_slice(slots: &'a [SlotMeta]) -> Self {
+        assert!(slots.len().is_power_of_two() && slots.len() <= u32::MAX as usize);
+        Self {
+            base: std::ptr::NonNull::from(slots).cast(),
+            stride: std::mem::size_of::<SlotMeta>(),
+            count: slots.len() as u32,
+            _life: std::marker::PhantomData,
+        }
+    }
+
+    /// # Safety
+    /// `base + i * stride` must be a valid, 64-byte aligned `SlotMeta` for
+    /// every `i < count`, for `'a`; `count` must be a power of two.
+    pub unsafe fn from_raw(base: std::ptr::NonNull<u8>, stride: usize, count: u32) -> Self {
+        Self { base, stride, count, _life: std::marker::PhantomData }
+    }
+
+    /// Slot `i mod count`: always in range.
+    #[inline]
+    pub fn get(&self, i: u32) -> &'a SlotMeta {
+        let i = (i & (self.count - 1)) as usize;
+        // SAFETY: `i < count` (masked, count is a power of two), so the
+        // constructor's contract makes this a valid `SlotMeta` for `'a`.
+        unsafe { &*self.base.as_ptr().add(i * self.stride).cast::<SlotMeta>() }
+    }
+}
+
+/// A futex word with its waiter count.
+#[repr(C, align(64))]
+pub(crate) struct NotifyWord {
+    /// Bumped to wake waiters.
+    pub generation: AtomicU32,
+    /// Threads (all processes) parked or about to park on `generation`.
+    pub waiters: AtomicU32,
+}
+
+/// The hot control words of a ring, each on its own cache line.
+#[repr(C)]
+pub(crate) struct Control {
+    /// Next sequence to reserve.
+    pub write_seq: CacheLine<AtomicU64>,
+    /// Registered readers.
+    pub registered: CacheLine<AtomicU64>,
+    /// Readers wait here for commits; bumped on every commit.
+    pub data: NotifyWord,
+    /// Writers wait here for a free slot; bumped only when someone waits.
+    pub space: NotifyWord,
+}
+
+/// Pads `T` to a cache line of its own.
+#[repr(C, align(64))]
+pub(crate) struct CacheLine<T>(pub T);
+
+/// How a thread parks on a futex word (the OS futex, or a loom model).
+pub(crate) trait Parker {
+    /// Sleeps while `*word == expected`, at most `timeout`; may return early.
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration);
+    /// Wakes every thread sleeping on `word`.
+    fn wake_all(&self, word: &AtomicU32);
+}
+
+/// Geometry copied out of the segment at attach and trusted afterwards.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Geometry {
+    pub slot_count: u32,
+    pub capacity: u32,
+    pub max_readers: u32,
+    pub policy: OverflowPolicy,
+}
+
+/// The protocol over one ring's atomics.
+pub(crate) struct RingView<'a, P> {
+    pub ctrl: &'a Control,
+    pub readers: &'a [ReaderEntry],
+    pub slots: SlotArray<'a>,
+    pub geo: Geometry,
+    pub parker: P,
+}
+
+/// A successful `next_unread`: where the sample is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub index: u32,
+    pub seq: u64,
+    pub len: u32,
+}
+
+impl<P: Parker> RingView<'_, P> {
+    #[inline]
+    fn mask(&self) -> u64 {
+        u64::from(self.geo.slot_count) - 1
+    }
+    #[inline]
+    fn slot_of(&self, seq: u64) -> (u32, &SlotMeta) {
+        let i = (seq & self.mask()) as u32;
+        (i, self.slots.get(i))
+    }
+    #[inline]
+    fn reader(&self, r: u8) -> Result<&ReaderEntry, SlotError> {
+        match self.readers.get(usize::from(r)) {
+            Some(e) if u32::from(r) < self.geo.max_readers && e.state.load(Ordering::Relaxed) == READER_ACTIVE => Ok(e),
+            _ => Err(SlotError::ReaderNotRegistered(r)),
+        }
+    }
+
+    /// Initialises a fresh ring whose first sequence will be `start`.
+    /// Only for a ring nobody else can see yet.
+    pub fn init(&self, start: u64) {
+        for k in 0..u64::from(self.geo.slot_count) {
+            let seq = start.wrapping_add(k);
+            let (_, slot) = self.slot_of(seq);
+            slot.stamp.store(stamp(seq.wrapping_sub(u64::from(self.geo.slot_count)), SKIPPED), Ordering::Relaxed);
+            slot.pending.store(0, Ordering::Relaxed);
+            slot.len.store(0, Ordering::Relaxed);
+        }
+        for r in self.readers {
+            r.state.store(READER_FREE, Ordering::Relaxed);
+        }
+        self.ctrl.registered.0.store(0, Ordering::Relaxed);
+        self.ctrl.write_seq.0.store(start, Ordering::Relaxed);
+    }
+
+    /// Reserves the next sequence number. Returns `(slot index, seq)`.
+    pub fn reserve(&self, readers_mask: ReaderMask) -> Result<(u32, u64), SlotError> {
+        let n = i64::from(self.geo.slot_count);
+        // Bounded: each failed round means another writer made progress (or
+        // the segment is being scribbled on).
+        for _ in 0..(1u32 << 16) {
+            let s = self.ctrl.write_seq.0.load(Ordering::SeqCst);
+            let (index, slot) = self.slot_of(s);
+            let st = slot.stamp.load(Ordering::Acquire);
+            let d = seq_diff(st, s);
+            if d == 0 {
+                // Another writer reserved `s`; help it publish `write_seq`.
+                let _ = self.ctrl.write_seq.0.compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed);
+                continue;
+            }
+            if d > 0 {
+                continue; // our `write_seq` was stale
+            }
+            if d != -n {
+                return Err(SlotError::Corrupt { what: "slot stamp behind write_seq by", value: d.unsigned_abs(), limit: n as u64 });
+            }
+            // The slot holds `s - N`. Reusable when it is finished, not held
+            // in place, and (KeepAll) released by every addressed reader.
+            if stamp_state(st) == LOANED || stamp_pins(st) != 0 {
+                return Err(SlotError::NoFreeSlot);
+            }
+            if self.geo.policy == OverflowPolicy::KeepAll && slot.pending.load(Ordering::Acquire) != 0 {
+                return Err(SlotError::NoFreeSlot);
+            }
+            // SYNC POINT (registration): the mask is read before the CAS that
+            // reserves `s`; `register` reads `write_seq` before it sets its
+            // bit, so a reader whose cursor starts past `s` is never in it.
+            let wanted = self.ctrl.registered.0.load(Ordering::SeqCst) & readers_mask;
+            if slot.stamp.compare_exchange(st, stamp(s, LOANED), Ordering::SeqCst, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            let _ = self.ctrl.write_seq.0.compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed);
+            // SYNC POINT (unregistration): store, then re-read the mask.
+            // `disconnect` clears the mask, then sweeps every slot: either we
+            // see its bit gone here, or its sweep sees our store.
+            slot.pending.store(wanted, Ordering::SeqCst);
+            let now = self.ctrl.registered.0.load(Ordering::SeqCst);
+            if wanted & !now != 0 {
+                slot.pending.fetch_and(now, Ordering::SeqCst);
+            }
+            return Ok((index, s));
+        }
+        Err(SlotError::NoFreeSlot)
+    }
+
+    /// Checks that `(index, seq)` is a loan of this ring.
+    pub fn check_loan(&self, index: u32, seq: u64) -> Result<&SlotMeta, SlotError> {
+        let (i, slot) = self.slot_of(seq);
+        if i != index {
+            return Err(SlotError::NotLoaned { index, seq });
+        }
+        let st = slot.stamp.load(Ordering::Acquire);
+        if seq_diff(st, seq) != 0 || stamp_state(st) != LOANED {
+            return Err(SlotError::NotLoaned { index, seq });
+        }
+        Ok(slot)
+    }
+
+    /// Publishes a loan with `len` payload bytes.
+    pub fn commit(&self, index: u32, seq: u64, len: usize) -> Result<u64, SlotError> {
+        let slot = self.check_loan(index, seq)?;
+        if len > self.geo.capacity as usize {
+            return Err(SlotError::SampleTooLarge { sample: len, slot_capacity: self.geo.capacity as usize });
+        }
+        slot.len.store(len as u32, Ordering::Relaxed);
+        // SYNC POINT (publication): payload and len before the state; pairs
+        // with the Acquire load in `next_unread`.
+        slot.stamp.store(stamp(seq, COMMITTED), Ordering::Release);
+        self.notify_data();
+        Ok(seq)
+    }
+
+    /// Turns a loan into a skipped sequence number.
+    pub fn discard(&self, index: u32, seq: u64) -> Result<(), SlotError> {
+        let slot = self.check_loan(index, seq)?;
+        slot.pending.store(0, Ordering::Relaxed);
+        slot.stamp.store(stamp(seq, SKIPPED), Ordering::SeqCst);
+        self.notify_data();
+        self.notify_space();
+        Ok(())
+    }
+
+    #[inline]
+    fn notify_data(&self) {
+        // Always bump (one uncontended RMW for a single writer) so a caller of
+        // `generation()` + `wait_data()` can never miss a commit; wake only
+        // when somebody waits.
+        self.ctrl.data.generation.fetch_add(1, Ordering::SeqCst);
+        if self.ctrl.data.waiters.load(Ordering::SeqCst) != 0 {
+            self.parker.wake_all(&self.ctrl.data.generation);
+        }
+    }
+
+    #[inline]
+    fn notify_space(&self) {
+        // SYNC POINT (space): our release (SeqCst RMW) precedes this load;
+        // `wait_space` counts itself before it re-checks. One of the two sees
+        // the other.
+        if self.ctrl.space.waiters.load(Ordering::SeqCst) != 0 {
+            self.ctrl.space.generation.fetch_add(1, Ordering::SeqCst);
+            self.parker.wake_all(&self.ctrl.space.generation);
+        }
+    }
+
+    /// The data generation (see [`crate::SlotBackend::notify_generation`]).
+    pub fn generation(&self) -> u32 {
+        self.ctrl.data.generation.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the data generation differs from `last`.
+    pub fn wait_data(&self, last: u32, timeout: Duration) {
+        let w = &self.ctrl.data;
+        w.waiters.fetch_add(1, Ordering::SeqCst);
+        if w.generation.load(Ordering::SeqCst) == last {
+            self.parker.wait(&w.generation, last, timeout);
+        }
+        w.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Waits while `still_full()`: register, read the generation, re-check,
+    /// then sleep. (The reverse order loses wake-ups; the loom model shows it.)
+    pub fn wait_space(&self, timeout: Duration, still_full: &mut dyn FnMut() -> bool) {
+        let w = &self.ctrl.space;
+        w.waiters.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let g = w.generation.load(Ordering::SeqCst);
+        if still_full() {
+            self.parker.wait(&w.generation, g, timeout);
+        }
+        w.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Claims a reader entry; its cursor starts at the current `write_seq`.
+    pub fn register(&self, pid: u32) -> Result<u8, SlotError> {
+        for (r, e) in self.readers.iter().enumerate().take(self.geo.max_readers as usize) {
+            if e.state.compare_exchange(READER_FREE, READER_ACTIVE, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                e.pid.store(pid, Ordering::Relaxed);
+                e.pinned.store(0, Ordering::Relaxed);
+                e.received.store(0, Ordering::Relaxed);
+                e.lost.store(0, Ordering::Relaxed);
+                // SYNC POINT (registration): read `write_seq` before setting
+                // the bit; see `reserve`.
+                let start = self.ctrl.write_seq.0.load(Ordering::SeqCst);
+                e.cursor.store(start, Ordering::Relaxed);
+                self.ctrl.registered.0.fetch_or(1 << r, Ordering::SeqCst);
+                return Ok(r as u8);
+            }
+        }
+        Err(SlotError::ReadersFull { max: self.geo.max_readers })
+    }
+
+    /// Removes reader `r` from every sample: clears its bit everywhere and
+    /// drops its pin. Writers waiting on it are woken.
+    pub fn disconnect(&self, r: u8) -> Result<(), SlotError> {
+        if u32::from(r) >= self.geo.max_readers || usize::from(r) >= self.readers.len() {
+            return Err(SlotError::ReaderNotRegistered(r));
+        }
+        let bit = 1u64 << r;
+        self.ctrl.registered.0.fetch_and(!bit, Ordering::SeqCst);
+        for i in 0..self.geo.slot_count {
+            self.slots.get(i).pending.fetch_and(!bit, Ordering::SeqCst);
+        }
+        let e = &self.readers[usize::from(r)];
+        let pinned = e.pinned.swap(0, Ordering::AcqRel);
+        if pinned & 1 == 1 {
+            self.unpin(pinned >> 1);
+        }
+        self.notify_space();
+        Ok(())
+    }
+
+    /// Disconnects `r` and frees its entry.
+    pub fn unregister(&self, r: u8) -> Result<(), SlotError> {
+        self.reader(r)?;
+        self.disconnect(r)?;
+        self.readers[usize::from(r)].state.store(READER_FREE, Ordering::Release);
+        Ok(())
+    }
+
+    /// Counters of reader `r`.
+    pub fn stats(&self, r: u8) -> Result<ReaderStats, SlotError> {
+        let e = self.reader(r)?;
+        Ok(ReaderStats {
+            next_seq: e.cursor.load(Ordering::Relaxed),
+            received: e.received.load(Ordering::Relaxed),
+            lost: e.lost.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Drops one pin from the slot of `seq` if it still holds `seq`.
+    fn unpin(&self, seq: u64) {
+        let (_, slot) = self.slot_of(seq);
+        let mut st = slot.stamp.load(Ordering::Relaxed);
+        while seq_diff(st, seq) == 0 && stamp_pins(st) > 0 {
+            match slot.stamp.compare_exchange_weak(st, st - 1, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => st = now,
+            }
+        }
+    }
+
+    /// The sample reader `r` should consume next, in sequence order.
+    pub fn next_unread(&self, r: u8) -> Result<Option<Held>, SlotError> {
+        let e = self.reader(r)?;
+        let bit = 1u64 << r;
+        let n = u64::from(self.geo.slot_count);
+        let drop_oldest = self.geo.policy == OverflowPolicy::DropOldest;
+        let mut c = e.cursor.load(Ordering::Relaxed);
+        let start = c;
+        let mut lost = 0u64;
+        let mut result = None;
+        // Bounded: each round moves the cursor forward or returns.
+        for _ in 0..(2 * n + 64) {
+            let (index, slot) = self.slot_of(c);
+            let st = slot.stamp.load(Ordering::Acquire);
+            let d = seq_diff(st, c);
+            if d < 0 {
+                break; // not reserved yet
+            }
+            if d > 0 {
+                // The slot moved on: `c` was skipped, not addressed to us, or
+                // (DropOldest) overwritten before we got to it.
+                let oldest = self.ctrl.write_seq.0.load(Ordering::SeqCst).wrapping_sub(n);
+                let next = if dist(oldest, c) > 0 { oldest } else { c.wrapping_add(1) };
+                if drop_oldest {
+                    lost = lost.wrapping_add(next.wrapping_sub(c));
+                }
+                c = next;
+                continue;
+            }
+            match stamp_state(st) {
+                LOANED => break, // in-order: wait for this writer
+                COMMITTED => {}
+                _ => {
+                    c = c.wrapping_add(1);
+                    continue;
+                }
+            }
+            if drop_oldest {
+                // Already pinned by an earlier call for this very sequence?
+                let p = e.pinned.load(Ordering::Relaxed);
+                if p != (c << 1) | 1 {
+                    if stamp_pins(st) >= PINS_MASK {
+                        return Err(SlotError::Corrupt { what: "slot pin count", value: stamp_pins(st), limit: PINS_MASK - 1 });
+                    }
+                    if slot.stamp.compare_exchange(st, st + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                        continue; // changed under us: look again
+                    }
+                    if slot.pending.load(Ordering::Acquire) & bit == 0 {
+                        self.unpin(c);
+                        c = c.wrapping_add(1);
+                        continue;
+                    }
+                    e.pinned.store((c << 1) | 1, Ordering::Relaxed);
+                }
+            } else if slot.pending.load(Ordering::Acquire) & bit == 0 {
+                c = c.wrapping_add(1);
+                continue;
+            }
+            let len = slot.len.load(Ordering::Relaxed);
+            if len > self.geo.capacity {
+                return Err(SlotError::Corrupt { what: "sample length", value: u64::from(len), limit: u64::from(self.geo.capacity) });
+            }
+            result = Some(Held { index, seq: c, len });
+            break;
+        }
+        if c != start {
+            e.cursor.store(c, Ordering::Relaxed);
+        }
+        if lost != 0 {
+            e.lost.fetch_add(lost, Ordering::Relaxed);
+        }
+        Ok(result)
+    }
+
+    /// Length of a sample the caller holds (re-checked against the stamp).
+    pub fn held_len(&self, index: u32, seq: u64) -> Result<u32, SlotError> {
+        let (i, slot) = self.slot_of(seq);
+        if i != index || index >= self.geo.slot_count {
+            return Err(SlotError::OutOfBounds { index, count: self.geo.slot_count });
+        }
+        let st = slot.stamp.load(Ordering::Acquire);
+        if seq_diff(st, seq) != 0 || stamp_state(st) != COMMITTED {
+            return Err(SlotError::Corrupt { what: "held slot's sequence moved by", value: seq_diff(st, seq).unsigned_abs(), limit: 0 });
+        }
+        let len = slot.len.load(Ordering::Relaxed);
+        if len > self.geo.capacity {
+            return Err(SlotError::Corrupt { what: "sample length", value: u64::from(len), limit: u64::from(self.geo.capacity) });
+        }
+        Ok(len)
+    }
+
+    /// Pending mask of a slot (for copying reads).
+    pub fn pending_of(&self, index: u32) -> ReaderMask {
+        if index >= self.geo.slot_count {
+            return 0;
+        }
+        self.slots.get(index).pending.load(Ordering::Relaxed)
+    }
+
+    /// Releases the sample reader `r` holds and advances its cursor.
+    pub fn release(&self, r: u8, index: u32, seq: u64) -> Result<(), SlotError> {
+        let e = self.reader(r)?;
+        let c = e.cursor.load(Ordering::Relaxed);
+        let (i, slot) = self.slot_of(seq);
+        if c != seq || i != index {
+            return Err(SlotError::NotHeld { reader: r, seq, expected: c });
+        }
+        let st = slot.stamp.load(Ordering::Relaxed);
+        if seq_diff(st, seq) != 0 || stamp_state(st) != COMMITTED {
+            return Err(SlotError::NotHeld { reader: r, seq, expected: c });
+        }
+        // SYNC POINT (release): our reads of the payload before the writer's
+        // reuse; pairs with the Acquire loads in `reserve`.
+        slot.pending.fetch_and(!(1u64 << r), Ordering::SeqCst);
+        if self.geo.policy == OverflowPolicy::DropOldest && e.pinned.load(Ordering::Relaxed) == (seq << 1) | 1 {
+            e.pinned.store(0, Ordering::Relaxed);
+            self.unpin(seq);
+        }
+        e.cursor.store(seq.wrapping_add(1), Ordering::Relaxed);
+        e.received.store(e.received.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        self.notify_space();
+        Ok(())
+    }
+}
