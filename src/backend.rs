@@ -314,3 +314,37 @@ pub trait SlotBackend: Send + Sync {
         }
     }
 }
+
+/// Forwards every method to the pointee, so a `Reader`, `Publisher` … can
+/// hold `&B`, `Arc<B>` or `Box<B>`.
+macro_rules! forward_backend {
+    ($($ty:ty),*) => {$(
+        impl<B: SlotBackend + ?Sized> SlotBackend for $ty {
+            fn reserve_slot(&self, m: ReaderMask) -> Result<SlotHandle, SlotError> { (**self).reserve_slot(m) }
+            fn commit_slot(&self, h: SlotHandle, b: &[u8]) -> Result<u64, SlotError> { (**self).commit_slot(h, b) }
+            fn discard_slot(&self, h: SlotHandle) -> Result<(), SlotError> { (**self).discard_slot(h) }
+            fn slot_data_ptr(&self, h: SlotHandle) -> Result<(*mut u8, usize), SlotError> { (**self).slot_data_ptr(h) }
+            fn commit_in_place(&self, h: SlotHandle, len: usize) -> Result<u64, SlotError> { (**self).commit_in_place(h, len) }
+            fn slot_read_ptr(&self, h: SlotHandle) -> Result<(*const u8, usize), SlotError> { (**self).slot_read_ptr(h) }
+            fn next_unread_slot(&self, r: u8) -> Result<Option<SlotHandle>, SlotError> { (**self).next_unread_slot(r) }
+            fn read_slot(&self, h: SlotHandle) -> Result<(SlotHeader, Vec<u8>), SlotError> { (**self).read_slot(h) }
+            fn mark_read(&self, h: SlotHandle, r: u8) -> Result<(), SlotError> { (**self).mark_read(h, r) }
+            fn mark_reader_disconnected(&self, r: u8) -> Result<(), SlotError> { (**self).mark_reader_disconnected(r) }
+            fn register_reader(&self) -> Result<u8, SlotError> { (**self).register_reader() }
+            fn unregister_reader(&self, r: u8) -> Result<(), SlotError> { (**self).unregister_reader(r) }
+            fn reader_stats(&self, r: u8) -> Result<ReaderStats, SlotError> { (**self).reader_stats(r) }
+            fn slot_count(&self) -> usize { (**self).slot_count() }
+            fn slot_capacity(&self) -> usize { (**self).slot_capacity() }
+            fn slot_total_size(&self) -> usize { (**self).slot_total_size() }
+            fn overflow_policy(&self) -> OverflowPolicy { (**self).overflow_policy() }
+            fn type_hash(&self) -> Option<[u8; 16]> { (**self).type_hash() }
+            fn spin_budget(&self) -> Duration { (**self).spin_budget() }
+            fn notify_generation(&self) -> u64 { (**self).notify_generation() }
+            fn wait_for_change(&self, last: u64, t: Duration) { (**self).wait_for_change(last, t) }
+            fn wait_for_space(&self, t: Duration, f: &mut dyn FnMut() -> bool) { (**self).wait_for_space(t, f) }
+            fn reserve_slot_timeout(&self, m: ReaderMask, t: Duration) -> Result<SlotHandle, SlotError> { (**self).reserve_slot_timeout(m, t) }
+            fn next_unread_slot_timeout(&self, r: u8, t: Duration) -> Result<Option<SlotHandle>, SlotError> { (**self).next_unread_slot_timeout(r, t) }
+        }
+    )*};
+}
+forward_backend!(&B, std::sync::Arc<B>, Box<B>);

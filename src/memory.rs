@@ -217,13 +217,13 @@ impl SlotBackend for InMemorySlotAllocator {
         let n = g.slots.len() as u64;
         let mask = n - 1;
         let write_seq = g.write_seq;
-        let bit = 1u64 << reader_index;
         let drop_oldest = self.policy == OverflowPolicy::DropOldest;
         let Inner { slots, readers, .. } = &mut *g;
         let rd = match readers.get_mut(usize::from(reader_index)) {
             Some(rd) if rd.active => rd,
             _ => return Err(SlotError::ReaderNotRegistered(reader_index)),
         };
+        let bit = 1u64 << reader_index;
         loop {
             let c = rd.cursor;
             let i = (c & mask) as usize;
