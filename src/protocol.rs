@@ -280,28 +280,54 @@ impl<P: Parker> RingView<'_, P> {
             if stamp_state(st) == LOANED || stamp_pins(st) != 0 {
                 return Err(SlotError::NoFreeSlot);
             }
-            if self.geo.policy == OverflowPolicy::KeepAll && slot.pending.load(Ordering::Acquire) != 0 {
+            if self.geo.policy == OverflowPolicy::KeepAll && !self.released_by_all(slot, s.wrapping_sub(n as u64)) {
                 return Err(SlotError::NoFreeSlot);
             }
             // SYNC POINT (registration): the mask is read before the CAS that
             // reserves `s`; `register` reads `write_seq` before it sets its
-            // bit, so a reader whose cursor starts past `s` is never in it.
+            // bit, so a reader is only addressed from its first cursor on.
             let wanted = self.ctrl.registered.0.load(Ordering::SeqCst) & readers_mask;
             if slot.stamp.compare_exchange(st, stamp(s, LOANED), Ordering::SeqCst, Ordering::Relaxed).is_err() {
                 continue;
             }
             let _ = self.ctrl.write_seq.0.compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed);
-            // SYNC POINT (unregistration): store, then re-read the mask.
-            // `disconnect` clears the mask, then sweeps every slot: either we
-            // see its bit gone here, or its sweep sees our store.
-            slot.pending.store(wanted, Ordering::SeqCst);
-            let now = self.ctrl.registered.0.load(Ordering::SeqCst);
-            if wanted & !now != 0 {
-                slot.pending.fetch_and(now, Ordering::SeqCst);
-            }
+            // Published to readers by the commit's Release store. A bit of a
+            // reader that unregistered meanwhile is stale; `released_by_all`
+            // recognises and clears it.
+            slot.pending.store(wanted, Ordering::Relaxed);
             return Ok((index, s));
         }
         Err(SlotError::NoFreeSlot)
+    }
+
+    /// `KeepAll`: has every reader the sample `old` in `slot` was addressed to
+    /// released it? Fast path: no pending bit. Slow path (ring full): a bit
+    /// whose reader is gone, or whose cursor is past `old`, is stale — a
+    /// reader's cursor passes a sequence only by releasing or skipping it —
+    /// and is cleared (bits of readers that unregistered while a writer was
+    /// reserving, or a re-registered index).
+    fn released_by_all(&self, slot: &SlotMeta, old: u64) -> bool {
+        // SYNC POINT (release): Acquire pairs with the readers' releasing RMW
+        // (their payload reads happen-before our reuse).
+        let mut pending = slot.pending.load(Ordering::Acquire);
+        if pending == 0 {
+            return true;
+        }
+        let mut live = pending;
+        while live != 0 {
+            let r = live.trailing_zeros();
+            live &= live - 1;
+            let stale = match self.readers.get(r as usize) {
+                Some(e) if r < self.geo.max_readers => {
+                    e.state.load(Ordering::Acquire) != READER_ACTIVE || dist(e.cursor.load(Ordering::Acquire), old) > 0
+                }
+                _ => true,
+            };
+            if stale {
+                pending = slot.pending.fetch_and(!(1u64 << r), Ordering::AcqRel) & !(1u64 << r);
+            }
+        }
+        pending == 0
     }
 
     /// Checks that `(index, seq)` is a loan of this ring.
@@ -578,7 +604,9 @@ impl<P: Parker> RingView<'_, P> {
             e.pinned.store(0, Ordering::Relaxed);
             self.unpin(seq);
         }
-        e.cursor.store(seq.wrapping_add(1), Ordering::Relaxed);
+        // Release: a writer that sees the cursor past `seq` may reuse the
+        // slot (`released_by_all`), so our payload reads must precede it.
+        e.cursor.store(seq.wrapping_add(1), Ordering::Release);
         e.received.store(e.received.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         self.notify_space();
         Ok(())

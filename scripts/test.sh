@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test of shmslot: the workspace suite (unit, conformance,
+# cross-process, corrupt-segment, differential, allocation, flink) under
+# nextest, then the loom model of the ring protocol.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== workspace tests (cargo nextest, release profile) =="
+cargo nextest run --workspace --release --no-fail-fast
+
+echo "== loom model of the ring protocol (--cfg loom) =="
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=2 \
+    cargo test --release --lib -- loom
