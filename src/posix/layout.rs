@@ -130,27 +130,33 @@ impl Layout {
     }
 }
 
-/// The bytes the geometry crc covers.
-pub(crate) fn geometry_bytes(
-    slot_count: u32,
-    capacity: u32,
-    stride: u32,
-    max_readers: u32,
-    max_writers: u32,
-    policy: u32,
-    type_hash: [u32; 4],
-    total_size: u64,
-) -> [u8; 52] {
-    use byteorder::{ByteOrder, LittleEndian};
-    let mut b = [0u8; 52];
-    LittleEndian::write_u32(&mut b[0..], LAYOUT_VERSION);
-    LittleEndian::write_u32(&mut b[4..], slot_count);
-    LittleEndian::write_u32(&mut b[8..], capacity);
-    LittleEndian::write_u32(&mut b[12..], stride);
-    LittleEndian::write_u32(&mut b[16..], max_readers);
-    LittleEndian::write_u32(&mut b[20..], max_writers);
-    LittleEndian::write_u32(&mut b[24..], policy);
-    LittleEndian::write_u32_into(&type_hash, &mut b[28..44]);
-    LittleEndian::write_u64(&mut b[44..], total_size);
-    b
+/// The geometry fields exactly as stored; the crc covers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawGeometry {
+    pub slot_count: u32,
+    pub capacity: u32,
+    pub stride: u32,
+    pub max_readers: u32,
+    pub max_writers: u32,
+    pub policy: u32,
+    pub type_hash: [u32; 4],
+    pub total_size: u64,
+}
+
+impl RawGeometry {
+    /// crc32 of the layout version and every geometry field, little-endian.
+    pub fn crc(&self) -> u32 {
+        use byteorder::{ByteOrder, LittleEndian};
+        let mut b = [0u8; 52];
+        LittleEndian::write_u32(&mut b[0..], LAYOUT_VERSION);
+        LittleEndian::write_u32(&mut b[4..], self.slot_count);
+        LittleEndian::write_u32(&mut b[8..], self.capacity);
+        LittleEndian::write_u32(&mut b[12..], self.stride);
+        LittleEndian::write_u32(&mut b[16..], self.max_readers);
+        LittleEndian::write_u32(&mut b[20..], self.max_writers);
+        LittleEndian::write_u32(&mut b[24..], self.policy);
+        LittleEndian::write_u32_into(&self.type_hash, &mut b[28..44]);
+        LittleEndian::write_u64(&mut b[44..], self.total_size);
+        crc32fast::hash(&b)
+    }
 }

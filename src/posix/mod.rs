@@ -264,8 +264,17 @@ impl PosixSlotAllocator {
         h.total_size.store(lay.total, Ordering::Relaxed);
         h.creator_pid.store(info.creator_pid, Ordering::Relaxed);
         h.created_unix_ms.store(info.created_unix_ms, Ordering::Relaxed);
-        let geo_bytes = layout::geometry_bytes(slot_count, capacity, lay.stride as u32, b.max_readers, b.max_writers, b.policy as u32, hash_words, lay.total);
-        h.geometry_crc.store(crc32fast::hash(&geo_bytes), Ordering::Relaxed);
+        let raw = layout::RawGeometry {
+            slot_count,
+            capacity,
+            stride: lay.stride as u32,
+            max_readers: b.max_readers,
+            max_writers: b.max_writers,
+            policy: b.policy as u32,
+            type_hash: hash_words,
+            total_size: lay.total,
+        };
+        h.geometry_crc.store(raw.crc(), Ordering::Relaxed);
         this.ring().init(b.start_seq);
         // SYNC POINT (init): published last; pairs with the Acquire load in
         // `validate`.

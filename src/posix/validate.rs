@@ -7,7 +7,7 @@ use crate::error::ValidationError;
 use crate::sync::Ordering;
 
 use super::layout::{
-    geometry_bytes, stride_for, Layout, SegmentHeader, HEADER_SIZE, INIT_READY, LAYOUT_VERSION, MAGIC, MAX_CAPACITY, MAX_SLOT_COUNT, MAX_TOTAL,
+    stride_for, Layout, RawGeometry, SegmentHeader, HEADER_SIZE, INIT_READY, LAYOUT_VERSION, MAGIC, MAX_CAPACITY, MAX_SLOT_COUNT, MAX_TOTAL,
     MAX_WRITERS, READERS_OFFSET,
 };
 
@@ -78,7 +78,7 @@ pub(crate) unsafe fn validate(base: *const u8, size: u64) -> Result<SegmentInfo,
     let hash = [0, 1, 2, 3].map(|i| h.type_hash[i].load(Ordering::Relaxed));
     let total_size = h.total_size.load(Ordering::Relaxed);
     let stored = h.geometry_crc.load(Ordering::Relaxed);
-    let computed = crc32fast::hash(&geometry_bytes(slot_count, capacity, stride, max_readers, max_writers, policy, hash, total_size));
+    let computed = RawGeometry { slot_count, capacity, stride, max_readers, max_writers, policy, type_hash: hash, total_size }.crc();
     if stored != computed {
         return Err(ValidationError::BadCrc { stored, computed });
     }
