@@ -145,11 +145,18 @@ fn config(what: &'static str, value: u64, expected: &'static str) -> OpenError {
     OpenError::Config { what, value, expected }
 }
 
-fn resolve(flink_path: &Path, dir: Option<&Path>) -> Result<PathBuf, OpenError> {
+/// Where a flink file lives: a bare name goes into the discovery directory
+/// (created if `create_dir`), a path is used as given. Either directory is
+/// checked: not a symlink, ours, not group/other writable.
+fn resolve(flink_path: &Path, dir: Option<&Path>, create_dir: bool) -> Result<PathBuf, OpenError> {
     let bare = flink_path.components().count() == 1 && !flink_path.is_absolute();
     if bare && !flink_path.as_os_str().as_encoded_bytes().contains(&b'/') {
         let dir = dir.map_or_else(default_discovery_dir, Path::to_owned);
-        flink::ensure_dir(&dir)?;
+        if create_dir {
+            flink::ensure_dir(&dir)?;
+        } else {
+            flink::check_dir(&dir)?;
+        }
         Ok(dir.join(flink_path))
     } else {
         if let Some(parent) = flink_path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -207,7 +214,7 @@ impl PosixSlotAllocator {
         let lay = Layout::compute(slot_count, capacity, b.max_readers, b.max_writers)
             .filter(|l| l.total <= layout::MAX_TOTAL)
             .ok_or(config("slot_count × slot_capacity", u64::from(slot_count) * u64::from(capacity), "a segment of at most 64 GiB"))?;
-        let flink_path = resolve(flink_path, b.discovery_dir.as_deref())?;
+        let flink_path = resolve(flink_path, b.discovery_dir.as_deref(), true)?;
         if flink_path.symlink_metadata().is_ok() {
             return Err(OpenError::Exists(flink_path));
         }
@@ -316,7 +323,7 @@ impl PosixSlotAllocator {
     /// # Errors
     /// As [`attach`](Self::attach).
     pub fn attach_in(flink_path: impl AsRef<Path>, dir: Option<impl AsRef<Path>>) -> Result<Self, OpenError> {
-        let flink_path = resolve(flink_path.as_ref(), dir.as_ref().map(AsRef::as_ref))?;
+        let flink_path = resolve(flink_path.as_ref(), dir.as_ref().map(AsRef::as_ref), false)?;
         let fl = flink::read(&flink_path)?;
         let shm_path = PathBuf::from(format!("/dev/shm{}", fl.segment_name));
         let file = shm::open(&fl.segment_name).map_err(|source| OpenError::Io { op: "open shared-memory object", path: shm_path.clone(), source })?;
