@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats};
 use crate::error::SlotError;
-use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{fence, loom_sc_fence, AtomicU32, AtomicU64, Ordering};
 
 const SEQ_SHIFT: u32 = 10;
 const STATE_SHIFT: u32 = 8;
@@ -293,8 +293,16 @@ impl<P: Parker> RingView<'_, P> {
             let _ = self.ctrl.write_seq.0.compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed);
             // Published to readers by the commit's Release store. A bit of a
             // reader that unregistered meanwhile is stale; `released_by_all`
-            // recognises and clears it.
-            slot.pending.store(wanted, Ordering::Relaxed);
+            // recognises it and this store overwrites it.
+            // Release: a reader that reads these bits also sees the reserving
+            // CAS, so its stamp re-check in `next_unread` catches the reuse.
+            #[cfg(not(loom))]
+            slot.pending.store(wanted, Ordering::Release);
+            // Loom 0.7 lets a plain store slip before a concurrent RMW that
+            // already ran (tokio-rs/loom#254: a `disconnect` sweep), which
+            // would lose bits; an RMW is modelled correctly.
+            #[cfg(loom)]
+            slot.pending.swap(wanted, Ordering::Release);
             return Ok((index, s));
         }
         Err(SlotError::NoFreeSlot)
@@ -304,7 +312,7 @@ impl<P: Parker> RingView<'_, P> {
     /// released it? Fast path: no pending bit. Slow path (ring full): a bit
     /// whose reader is gone, or whose cursor is past `old`, is stale — a
     /// reader's cursor passes a sequence only by releasing or skipping it —
-    /// and is cleared (bits of readers that unregistered while a writer was
+    /// and is ignored (bits of readers that unregistered while a writer was
     /// reserving, or a re-registered index).
     fn released_by_all(&self, slot: &SlotMeta, old: u64) -> bool {
         // SYNC POINT (release): Acquire pairs with the readers' releasing RMW
@@ -323,8 +331,13 @@ impl<P: Parker> RingView<'_, P> {
                 }
                 _ => true,
             };
+            // Only ignore a stale bit, never clear it here: the slot may have
+            // moved on since `st` was read (another writer reserved `old + N`
+            // and stored fresh bits), and clearing would un-address a live
+            // sample from its reader. The reserving CAS proves the slot still
+            // held `old`; the store of `wanted` after it overwrites stale bits.
             if stale {
-                pending = slot.pending.fetch_and(!(1u64 << r), Ordering::AcqRel) & !(1u64 << r);
+                pending &= !(1u64 << r);
             }
         }
         pending == 0
@@ -373,6 +386,7 @@ impl<P: Parker> RingView<'_, P> {
         // `generation()` + `wait_data()` can never miss a commit; wake only
         // when somebody waits.
         self.ctrl.data.generation.fetch_add(1, Ordering::SeqCst);
+        loom_sc_fence();
         if self.ctrl.data.waiters.load(Ordering::SeqCst) != 0 {
             self.parker.wake_all(&self.ctrl.data.generation);
         }
@@ -383,6 +397,7 @@ impl<P: Parker> RingView<'_, P> {
         // SYNC POINT (space): our release (SeqCst RMW) precedes this load;
         // `wait_space` counts itself before it re-checks. One of the two sees
         // the other.
+        loom_sc_fence();
         if self.ctrl.space.waiters.load(Ordering::SeqCst) != 0 {
             self.ctrl.space.generation.fetch_add(1, Ordering::SeqCst);
             self.parker.wake_all(&self.ctrl.space.generation);
@@ -398,6 +413,7 @@ impl<P: Parker> RingView<'_, P> {
     pub fn wait_data(&self, last: u32, timeout: Duration) {
         let w = &self.ctrl.data;
         w.waiters.fetch_add(1, Ordering::SeqCst);
+        loom_sc_fence();
         if w.generation.load(Ordering::SeqCst) == last {
             self.parker.wait(&w.generation, last, timeout);
         }
@@ -460,7 +476,10 @@ impl<P: Parker> RingView<'_, P> {
     pub fn unregister(&self, r: u8) -> Result<(), SlotError> {
         self.reader(r)?;
         self.disconnect(r)?;
-        self.readers[usize::from(r)].state.store(READER_FREE, Ordering::Release);
+        // SeqCst + notify: a writer may be waiting on a bit of `r` it stored
+        // after the sweep; `released_by_all` ignores it only from now on.
+        self.readers[usize::from(r)].state.store(READER_FREE, Ordering::SeqCst);
+        self.notify_space();
         Ok(())
     }
 
@@ -540,9 +559,17 @@ impl<P: Parker> RingView<'_, P> {
                     }
                     e.pinned.store((c << 1) | 1, Ordering::Relaxed);
                 }
-            } else if slot.pending.load(Ordering::Acquire) & bit == 0 {
-                c = c.wrapping_add(1);
-                continue;
+            } else {
+                let pending = slot.pending.load(Ordering::Acquire);
+                // The slot may have been reused for `c + N` (fresh bits) since
+                // `st` was read, if `c` was not addressed to us: re-check.
+                if slot.stamp.load(Ordering::Acquire) != st {
+                    continue;
+                }
+                if pending & bit == 0 {
+                    c = c.wrapping_add(1);
+                    continue;
+                }
             }
             let len = slot.len.load(Ordering::Relaxed);
             if len > self.geo.capacity {
@@ -612,3 +639,7 @@ impl<P: Parker> RingView<'_, P> {
         Ok(())
     }
 }
+
+#[cfg(all(test, loom))]
+#[path = "protocol_loom.rs"]
+mod loom_tests;

@@ -1,7 +1,7 @@
 //! Atomics used by the ring protocol: `core`'s normally, loom's under `--cfg loom`.
 //!
 //! The protocol in [`crate::protocol`] is written against these names only, so
-//! the loom model (`tests/loom.rs`, `RUSTFLAGS="--cfg loom"`) checks the very
+//! the loom model (`src/protocol_loom.rs`, `RUSTFLAGS="--cfg loom"`) checks the very
 //! code that runs in shared memory.
 
 #[cfg(loom)]
@@ -13,3 +13,16 @@ pub(crate) use loom::hint::spin_loop;
 pub(crate) use core::hint::spin_loop;
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// `fence(SeqCst)` under loom, nothing otherwise. Loom models `SeqCst`
+/// accesses as `AcqRel` and only `SeqCst` fences as a total order, so it
+/// flags the protocol's correct waiter/waker hand-shakes (a `SeqCst` RMW
+/// followed by a `SeqCst` load on both sides, which C++20 orders in its total
+/// order S) as lost wake-ups. Placed right after such an RMW, before the
+/// `SeqCst` load, the fence adds no ordering in the C++20 model; it only lets
+/// loom see what the native code already guarantees.
+#[inline(always)]
+pub(crate) fn loom_sc_fence() {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}
