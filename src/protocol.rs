@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats};
 use crate::error::SlotError;
-use crate::sync::{fence, loom_sc_fence, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{light_barrier, loom_sc_fence, AtomicU32, AtomicU64, Ordering};
 
 const SEQ_SHIFT: u32 = 10;
 const STATE_SHIFT: u32 = 8;
@@ -191,6 +191,12 @@ pub(crate) trait Parker {
     fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration);
     /// Wakes every thread sleeping on `word`.
     fn wake_all(&self, word: &AtomicU32);
+    /// The heavy side of an asymmetric barrier: after it returns, every
+    /// thread of every attached process has passed a full memory barrier
+    /// (`membarrier(2)`), so their earlier stores are visible to us and their
+    /// later loads see our earlier stores. Paired with [`light_barrier`] on
+    /// the hot side, it replaces a fence on every release.
+    fn heavy_barrier(&self);
 }
 
 /// Geometry copied out of the segment at attach and trusted afterwards.
@@ -209,6 +215,10 @@ pub(crate) struct RingView<'a, P> {
     pub slots: SlotArray<'a>,
     pub geo: Geometry,
     pub parker: P,
+    /// Process-local: a lower bound of every registered reader's cursor
+    /// (cursors only grow, and a reader registers with the current
+    /// `write_seq`), so `KeepAll` writers need not read cursors per sample.
+    pub cursor_floor: &'a AtomicU64,
 }
 
 /// A successful `next_unread`: where the sample is.
@@ -257,6 +267,7 @@ impl<P: Parker> RingView<'_, P> {
     /// Reserves the next sequence number. Returns `(slot index, seq)`.
     pub fn reserve(&self, readers_mask: ReaderMask) -> Result<(u32, u64), SlotError> {
         let n = i64::from(self.geo.slot_count);
+        let keep_all = self.geo.policy == OverflowPolicy::KeepAll;
         // Bounded: each failed round means another writer made progress (or
         // the segment is being scribbled on).
         for _ in 0..(1u32 << 16) {
@@ -265,8 +276,11 @@ impl<P: Parker> RingView<'_, P> {
             let st = slot.stamp.load(Ordering::Acquire);
             let d = seq_diff(st, s);
             if d == 0 {
-                // Another writer reserved `s`; help it publish `write_seq`.
-                let _ = self.ctrl.write_seq.0.compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed);
+                // Another writer reserved `s`. (DropOldest) help it publish
+                // `write_seq`; (KeepAll) it already did: our `s` is stale.
+                if !keep_all {
+                    let _ = self.ctrl.write_seq.0.compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed);
+                }
                 continue;
             }
             if d > 0 {
@@ -280,67 +294,74 @@ impl<P: Parker> RingView<'_, P> {
             if stamp_state(st) == LOANED || stamp_pins(st) != 0 {
                 return Err(SlotError::NoFreeSlot);
             }
-            if self.geo.policy == OverflowPolicy::KeepAll && !self.released_by_all(slot, s.wrapping_sub(n as u64)) {
+            if keep_all && !self.released_by_all(slot, s.wrapping_sub(n as u64)) {
                 return Err(SlotError::NoFreeSlot);
             }
             // SYNC POINT (registration): the mask is read before the CAS that
             // reserves `s`; `register` reads `write_seq` before it sets its
             // bit, so a reader is only addressed from its first cursor on.
             let wanted = self.ctrl.registered.0.load(Ordering::SeqCst) & readers_mask;
-            if slot.stamp.compare_exchange(st, stamp(s, LOANED), Ordering::SeqCst, Ordering::Relaxed).is_err() {
-                continue;
+            if keep_all {
+                // The claim is the CAS on `write_seq`, a line only writers
+                // touch. The slot stays ours after it: a released KeepAll slot
+                // changes only by the reservation of `s`, which we now own.
+                if self.ctrl.write_seq.0.compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed).is_err() {
+                    continue;
+                }
+                slot.stamp.store(stamp(s, LOANED), Ordering::Release);
+            } else {
+                // DropOldest: the claim is the CAS on the stamp, so it fails if
+                // a reader pinned the slot meanwhile (a pin is a CAS too).
+                if slot.stamp.compare_exchange(st, stamp(s, LOANED), Ordering::SeqCst, Ordering::Relaxed).is_err() {
+                    continue;
+                }
+                let _ = self.ctrl.write_seq.0.compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed);
             }
-            let _ = self.ctrl.write_seq.0.compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed);
-            // Published to readers by the commit's Release store. A bit of a
-            // reader that unregistered meanwhile is stale; `released_by_all`
-            // recognises it and this store overwrites it.
-            // Release: a reader that reads these bits also sees the reserving
-            // CAS, so its stamp re-check in `next_unread` catches the reuse.
-            #[cfg(not(loom))]
+            // The readers this sample is addressed to; immutable until the
+            // slot is reserved again. Release, after the LOANED stamp: a
+            // reader that sees these bits re-reads the stamp and sees LOANED.
             slot.pending.store(wanted, Ordering::Release);
-            // Loom 0.7 lets a plain store slip before a concurrent RMW that
-            // already ran (tokio-rs/loom#254: a `disconnect` sweep), which
-            // would lose bits; an RMW is modelled correctly.
-            #[cfg(loom)]
-            slot.pending.swap(wanted, Ordering::Release);
             return Ok((index, s));
         }
         Err(SlotError::NoFreeSlot)
     }
 
-    /// `KeepAll`: has every reader the sample `old` in `slot` was addressed to
-    /// released it? Fast path: no pending bit. Slow path (ring full): a bit
-    /// whose reader is gone, or whose cursor is past `old`, is stale — a
-    /// reader's cursor passes a sequence only by releasing or skipping it —
-    /// and is ignored (bits of readers that unregistered while a writer was
-    /// reserving, or a re-registered index).
+    /// `KeepAll`: has every reader the sample `old` in `slot` was addressed
+    /// to released it? A reader releases by moving its cursor past the
+    /// sample (a Release store on its own cache line; no RMW on the slot), so
+    /// the sample is free when every addressed, still registered reader's
+    /// cursor is past `old`. Fast path: the process-local `cursor_floor`
+    /// already is; slow path (about once a lap): read the cursors again.
     fn released_by_all(&self, slot: &SlotMeta, old: u64) -> bool {
-        // SYNC POINT (release): Acquire pairs with the readers' releasing RMW
-        // (their payload reads happen-before our reuse).
-        let mut pending = slot.pending.load(Ordering::Acquire);
-        if pending == 0 {
+        let targets = slot.pending.load(Ordering::Acquire);
+        // SYNC POINT (release): the floor was computed from cursors read with
+        // Acquire (pairing with the readers' Release cursor stores) and is
+        // handed on Release/Acquire, so their payload reads happen-before our
+        // reuse of the slot.
+        if targets == 0 || dist(self.cursor_floor.load(Ordering::Acquire), old) > 0 {
             return true;
         }
-        let mut live = pending;
-        while live != 0 {
-            let r = live.trailing_zeros();
-            live &= live - 1;
-            let stale = match self.readers.get(r as usize) {
-                Some(e) if r < self.geo.max_readers => {
-                    e.state.load(Ordering::Acquire) != READER_ACTIVE || dist(e.cursor.load(Ordering::Acquire), old) > 0
-                }
-                _ => true,
-            };
-            // Only ignore a stale bit, never clear it here: the slot may have
-            // moved on since `st` was read (another writer reserved `old + N`
-            // and stored fresh bits), and clearing would un-address a live
-            // sample from its reader. The reserving CAS proves the slot still
-            // held `old`; the store of `wanted` after it overwrites stale bits.
-            if stale {
-                pending &= !(1u64 << r);
+        // SYNC POINT (registration): `write_seq` before the mask. A reader
+        // missing from `registered` here read `write_seq` later than we did
+        // (or registers later), so its cursor starts at or past `floor`.
+        let mut floor = self.ctrl.write_seq.0.load(Ordering::SeqCst);
+        let registered = self.ctrl.registered.0.load(Ordering::SeqCst);
+        let mut free = true;
+        let mut bits = registered;
+        while bits != 0 {
+            let r = bits.trailing_zeros();
+            bits &= bits - 1;
+            let Some(e) = self.readers.get(r as usize).filter(|_| r < self.geo.max_readers) else { continue };
+            let c = e.cursor.load(Ordering::Acquire);
+            if dist(c, floor) < 0 {
+                floor = c;
+            }
+            if targets & (1 << r) != 0 && dist(c, old) <= 0 {
+                free = false;
             }
         }
-        pending == 0
+        self.cursor_floor.store(floor, Ordering::Release);
+        free
     }
 
     /// Checks that `(index, seq)` is a loan of this ring.
@@ -394,11 +415,12 @@ impl<P: Parker> RingView<'_, P> {
 
     #[inline]
     fn notify_space(&self) {
-        // SYNC POINT (space): our release (SeqCst RMW) precedes this load;
-        // `wait_space` counts itself before it re-checks. One of the two sees
-        // the other.
-        loom_sc_fence();
-        if self.ctrl.space.waiters.load(Ordering::SeqCst) != 0 {
+        // SYNC POINT (space): our release (a plain store) precedes this load
+        // in program order; `wait_space` counts itself, then runs the heavy
+        // barrier, then re-checks. Either our store is visible to its
+        // re-check or this load sees its count.
+        light_barrier();
+        if self.ctrl.space.waiters.load(Ordering::Relaxed) != 0 {
             self.ctrl.space.generation.fetch_add(1, Ordering::SeqCst);
             self.parker.wake_all(&self.ctrl.space.generation);
         }
@@ -425,7 +447,7 @@ impl<P: Parker> RingView<'_, P> {
     pub fn wait_space(&self, timeout: Duration, still_full: &mut dyn FnMut() -> bool) {
         let w = &self.ctrl.space;
         w.waiters.fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        self.parker.heavy_barrier();
         let g = w.generation.load(Ordering::SeqCst);
         if still_full() {
             self.parker.wait(&w.generation, g, timeout);
@@ -436,7 +458,9 @@ impl<P: Parker> RingView<'_, P> {
     /// Claims a reader entry; its cursor starts at the current `write_seq`.
     pub fn register(&self, pid: u32) -> Result<u8, SlotError> {
         for (r, e) in self.readers.iter().enumerate().take(self.geo.max_readers as usize) {
-            if e.state.compare_exchange(READER_FREE, READER_ACTIVE, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            // SeqCst: see `released_by_all` (a writer that saw this entry
+            // free must be seen by our `write_seq` load below).
+            if e.state.compare_exchange(READER_FREE, READER_ACTIVE, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
                 e.pid.store(pid, Ordering::Relaxed);
                 e.pinned.store(0, Ordering::Relaxed);
                 e.received.store(0, Ordering::Relaxed);
@@ -444,8 +468,11 @@ impl<P: Parker> RingView<'_, P> {
                 // SYNC POINT (registration): read `write_seq` before setting
                 // the bit; see `reserve`.
                 let start = self.ctrl.write_seq.0.load(Ordering::SeqCst);
-                e.cursor.store(start, Ordering::Relaxed);
+                e.cursor.store(start, Ordering::SeqCst);
                 self.ctrl.registered.0.fetch_or(1 << r, Ordering::SeqCst);
+                // A writer may be waiting on a stale bit of this index that
+                // our cursor (past it) now makes ignorable: wake it.
+                self.notify_space();
                 return Ok(r as u8);
             }
         }
@@ -458,11 +485,9 @@ impl<P: Parker> RingView<'_, P> {
         if u32::from(r) >= self.geo.max_readers || usize::from(r) >= self.readers.len() {
             return Err(SlotError::ReaderNotRegistered(r));
         }
-        let bit = 1u64 << r;
-        self.ctrl.registered.0.fetch_and(!bit, Ordering::SeqCst);
-        for i in 0..self.geo.slot_count {
-            self.slots.get(i).pending.fetch_and(!bit, Ordering::SeqCst);
-        }
+        // Writers judge releases by registered readers' cursors only, so
+        // leaving the mask releases everything this reader held.
+        self.ctrl.registered.0.fetch_and(!(1u64 << r), Ordering::SeqCst);
         let e = &self.readers[usize::from(r)];
         let pinned = e.pinned.swap(0, Ordering::AcqRel);
         if pinned & 1 == 1 {
@@ -508,7 +533,9 @@ impl<P: Parker> RingView<'_, P> {
     /// The sample reader `r` should consume next, in sequence order.
     pub fn next_unread(&self, r: u8) -> Result<Option<Held>, SlotError> {
         let e = self.reader(r)?;
-        let bit = 1u64 << r;
+        // A disconnected reader (its bit out of `registered`) is addressed by
+        // nothing: writers no longer wait for it, so it must not read.
+        let bit = (1u64 << r) & self.ctrl.registered.0.load(Ordering::Relaxed);
         let n = u64::from(self.geo.slot_count);
         let drop_oldest = self.geo.policy == OverflowPolicy::DropOldest;
         let mut c = e.cursor.load(Ordering::Relaxed);
@@ -604,12 +631,22 @@ impl<P: Parker> RingView<'_, P> {
         Ok(len)
     }
 
-    /// Pending mask of a slot (for copying reads).
-    pub fn pending_of(&self, index: u32) -> ReaderMask {
+    /// Readers that `seq` is addressed to and that have not released it.
+    pub fn pending_of(&self, index: u32, seq: u64) -> ReaderMask {
         if index >= self.geo.slot_count {
             return 0;
         }
-        self.slots.get(index).pending.load(Ordering::Relaxed)
+        let mut pending = self.slots.get(index).pending.load(Ordering::Acquire) & self.ctrl.registered.0.load(Ordering::SeqCst);
+        let mut bits = pending;
+        while bits != 0 {
+            let r = bits.trailing_zeros();
+            bits &= bits - 1;
+            match self.readers.get(r as usize) {
+                Some(e) if dist(e.cursor.load(Ordering::Acquire), seq) <= 0 => {}
+                _ => pending &= !(1 << r),
+            }
+        }
+        pending
     }
 
     /// Releases the sample reader `r` holds and advances its cursor.
@@ -624,15 +661,13 @@ impl<P: Parker> RingView<'_, P> {
         if seq_diff(st, seq) != 0 || stamp_state(st) != COMMITTED {
             return Err(SlotError::NotHeld { reader: r, seq, expected: c });
         }
-        // SYNC POINT (release): our reads of the payload before the writer's
-        // reuse; pairs with the Acquire loads in `reserve`.
-        slot.pending.fetch_and(!(1u64 << r), Ordering::SeqCst);
         if self.geo.policy == OverflowPolicy::DropOldest && e.pinned.load(Ordering::Relaxed) == (seq << 1) | 1 {
             e.pinned.store(0, Ordering::Relaxed);
             self.unpin(seq);
         }
-        // Release: a writer that sees the cursor past `seq` may reuse the
-        // slot (`released_by_all`), so our payload reads must precede it.
+        // SYNC POINT (release): a writer that sees the cursor past `seq` may
+        // reuse the slot (`released_by_all`), so our payload reads precede
+        // this Release store. (DropOldest: the unpin above guards the slot.)
         e.cursor.store(seq.wrapping_add(1), Ordering::Release);
         e.received.store(e.received.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         self.notify_space();

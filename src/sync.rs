@@ -26,3 +26,27 @@ pub(crate) fn loom_sc_fence() {
     #[cfg(loom)]
     fence(Ordering::SeqCst);
 }
+
+/// Whether this process registered for expedited `membarrier(2)`, so that a
+/// waiter's heavy barrier reaches its threads and [`light_barrier`] may be a
+/// compiler fence. Set once by the POSIX backend.
+#[cfg(not(loom))]
+pub(crate) static ASYMMETRIC_BARRIER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The light side of the asymmetric barrier (see `Parker::heavy_barrier`):
+/// orders a release store before the following load of a waiter count. A
+/// compiler fence when the heavy side is `membarrier`, a full fence otherwise
+/// (and under loom, which models the pair as two `SeqCst` fences).
+#[inline(always)]
+pub(crate) fn light_barrier() {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+    #[cfg(not(loom))]
+    {
+        if ASYMMETRIC_BARRIER.load(Ordering::Relaxed) {
+            core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+}

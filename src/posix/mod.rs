@@ -4,6 +4,7 @@
 
 pub(crate) mod flink;
 mod layout;
+mod membarrier;
 mod shm;
 mod validate;
 
@@ -20,7 +21,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHandle, SlotHeader, DEFAULT_SPIN};
 use crate::error::{OpenError, SlotError, ValidationError};
 use crate::protocol::{Control, Geometry, Parker, ReaderEntry, RingView, SlotArray};
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 pub use flink::{default_discovery_dir, FlinkInfo};
 pub use validate::SegmentInfo;
@@ -44,6 +45,9 @@ impl Parker for FutexParker {
     }
     fn wake_all(&self, word: &AtomicU32) {
         futex(word).wake(i32::MAX);
+    }
+    fn heavy_barrier(&self) {
+        membarrier::heavy();
     }
 }
 
@@ -133,6 +137,8 @@ pub struct PosixSlotAllocator {
     owner: bool,
     spin: Duration,
     writer_entry: OnceLock<Option<u32>>,
+    /// See `RingView::cursor_floor`.
+    cursor_floor: AtomicU64,
 }
 
 // SAFETY: the pointers point into `map`, which lives as long as `self`; all
@@ -283,6 +289,8 @@ impl PosixSlotAllocator {
         };
         h.geometry_crc.store(raw.crc(), Ordering::Relaxed);
         this.ring().init(b.start_seq);
+        this.reset_cursor_floor();
+        membarrier::register();
         // SYNC POINT (init): published last; pairs with the Acquire load in
         // `validate`.
         h.init_state.store(INIT_READY, Ordering::Release);
@@ -347,7 +355,10 @@ impl PosixSlotAllocator {
         // this call runs.
         let info = unsafe { validate::validate(map.as_ptr(), size) }.map_err(invalid)?;
         // SAFETY: `validate` checked the geometry fits in `size` bytes.
-        Ok(unsafe { Self::from_map(map, file, info, flink_path, fl.segment_name, false, DEFAULT_SPIN) })
+        let this = unsafe { Self::from_map(map, file, info, flink_path, fl.segment_name, false, DEFAULT_SPIN) };
+        this.reset_cursor_floor();
+        membarrier::register();
+        Ok(this)
     }
 
     /// # Safety
@@ -371,7 +382,15 @@ impl PosixSlotAllocator {
             owner,
             spin,
             writer_entry: OnceLock::new(),
+            cursor_floor: AtomicU64::new(0),
         }
+    }
+
+    /// Starts the cursor floor far behind `write_seq`: no lower bound known.
+    fn reset_cursor_floor(&self) {
+        // SAFETY: see `ring`.
+        let ws = unsafe { self.ctrl.as_ref() }.write_seq.0.load(Ordering::SeqCst);
+        self.cursor_floor.store(ws.wrapping_sub(1 << 62), Ordering::Release);
     }
 
     fn header(&self) -> &SegmentHeader {
@@ -394,6 +413,7 @@ impl PosixSlotAllocator {
             slots: unsafe { SlotArray::from_raw(self.slots, self.info.stride as usize, self.info.slot_count) },
             geo: self.geo,
             parker: FutexParker,
+            cursor_floor: &self.cursor_floor,
         }
     }
 
@@ -491,7 +511,7 @@ impl SlotBackend for PosixSlotAllocator {
         // SAFETY: `slot_read_ptr` bounded `len` by the capacity; the caller
         // holds the slot, so it is not reused while we copy.
         let bytes = unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec();
-        let pending = self.ring().pending_of(handle.slot_index);
+        let pending = self.ring().pending_of(handle.slot_index, handle.seq);
         Ok((SlotHeader { sequence_number: handle.seq, sample_size: len as u32, pending_readers: pending }, bytes))
     }
 
