@@ -295,8 +295,9 @@ pub trait SlotBackend: Send + Sync {
     fn next_unread_slot_timeout(&self, reader_index: u8, timeout: Duration) -> Result<Option<SlotHandle>, SlotError> {
         let start = Instant::now();
         let spin_until = start + self.spin_budget().min(timeout);
+        // Spin without touching the notify word (it lives on the writers'
+        // cache line), then capture the generation, re-check, and park.
         loop {
-            let generation = self.notify_generation();
             if let Some(h) = self.next_unread_slot(reader_index)? {
                 return Ok(Some(h));
             }
@@ -309,6 +310,10 @@ pub trait SlotBackend: Send + Sync {
                     crate::sync::spin_loop();
                 }
                 continue;
+            }
+            let generation = self.notify_generation();
+            if let Some(h) = self.next_unread_slot(reader_index)? {
+                return Ok(Some(h));
             }
             self.wait_for_change(generation, start + timeout - now);
         }
