@@ -500,11 +500,10 @@ impl<P: Parker> RingView<'_, P> {
     /// Disconnects `r` and frees its entry.
     pub fn unregister(&self, r: u8) -> Result<(), SlotError> {
         self.reader(r)?;
+        // `disconnect` took `r` out of `registered` and woke waiting writers;
+        // from then on writers ignore its cursor, so the entry can go.
         self.disconnect(r)?;
-        // SeqCst + notify: a writer may be waiting on a bit of `r` it stored
-        // after the sweep; `released_by_all` ignores it only from now on.
         self.readers[usize::from(r)].state.store(READER_FREE, Ordering::SeqCst);
-        self.notify_space();
         Ok(())
     }
 
