@@ -10,6 +10,10 @@ use parking_lot::{Condvar, Mutex};
 use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHandle, SlotHeader, DEFAULT_SPIN};
 use crate::error::SlotError;
 
+/// 32 aligned payload bytes.
+#[repr(C, align(32))]
+struct Chunk([UnsafeCell<u8>; 32]);
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
     Loaned,
@@ -51,7 +55,10 @@ pub struct InMemorySlotAllocator {
     space_cv: Condvar,
     /// Payload bytes, `capacity` per slot. Access is governed by slot state:
     /// the loan owner writes a `Loaned` slot, holders read a `Committed` one.
-    data: Box<[UnsafeCell<u8>]>,
+    data: Box<[Chunk]>,
+    /// Bytes from one slot's payload to the next: the capacity rounded up to
+    /// 32, so every payload is 32-byte aligned as in the POSIX backend.
+    stride: usize,
     capacity: usize,
     policy: OverflowPolicy,
     max_readers: u32,
@@ -99,7 +106,8 @@ impl InMemorySlotAllocator {
             inner: Mutex::new(Inner { write_seq: start, registered: 0, slots, readers: [Reader::default(); 64], generation: 0, space_generation: 0 }),
             data_cv: Condvar::new(),
             space_cv: Condvar::new(),
-            data: (0..n * slot_capacity).map(|_| UnsafeCell::new(0)).collect(),
+            data: (0..n * slot_capacity.div_ceil(32)).map(|_| Chunk([const { UnsafeCell::new(0) }; 32])).collect(),
+            stride: slot_capacity.div_ceil(32) * 32,
             capacity: slot_capacity,
             policy,
             max_readers: 64,
@@ -136,7 +144,11 @@ impl InMemorySlotAllocator {
     }
 
     fn data_ptr(&self, index: u32) -> *mut u8 {
-        self.data[index as usize * self.capacity..].as_ptr().cast_mut().cast::<u8>()
+        let base = self.data.as_ptr().cast::<u8>().cast_mut();
+        // SAFETY: `index < slot_count` (handles are checked before this is
+        // called), so the offset stays inside the `slot_count * stride`
+        // bytes of `data`.
+        unsafe { base.add(index as usize * self.stride) }
     }
 
     fn reader(inner: &mut Inner, r: u8) -> Result<&mut Reader, SlotError> {

@@ -85,8 +85,10 @@ fn dist(a: u64, b: u64) -> i64 {
     a.wrapping_sub(b) as i64
 }
 
-/// Per-slot metadata; the payload follows it in the same stride.
-#[repr(C, align(64))]
+/// Per-slot metadata, 32 bytes; the payload follows at +32 in the same
+/// stride, so a small sample shares the cache line of its stamp and a reader
+/// pulls both in one transfer.
+#[repr(C, align(32))]
 pub(crate) struct SlotMeta {
     /// `seq:54 | state:2 | pins:8`.
     pub stamp: AtomicU64,

@@ -240,8 +240,8 @@ fn check_type<T: Pod, B: SlotBackend>(backend: &B) -> Result<(), TypeError> {
     if found != Some(T::TYPE_HASH) {
         return Err(TypeError::Mismatch { expected: T::TYPE_HASH, found });
     }
-    // Payloads start 64-byte aligned in every backend's slots.
-    if size_of::<T>() > backend.slot_capacity() || align_of::<T>() > 64 {
+    // Payloads start 32-byte aligned in every backend's slots.
+    if size_of::<T>() > backend.slot_capacity() || align_of::<T>() > 32 {
         return Err(TypeError::TooLarge { size: size_of::<T>(), align: align_of::<T>(), capacity: backend.slot_capacity() });
     }
     Ok(())
@@ -343,7 +343,7 @@ impl<T: Pod, B: SlotBackend> Deref for TypedSample<'_, T, B> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the length was checked to be `size_of::<T>()`, the payload
-        // is 64-byte aligned (`check_type` bounded `align_of::<T>()`), any
+        // is 32-byte aligned (`check_type` bounded `align_of::<T>()`), any
         // bit pattern is a valid `T` (`Pod`), and the slot is held.
         unsafe { &*self.sample.ptr.cast::<T>() }
     }

@@ -45,7 +45,7 @@ const ENTRY: u64 = 64;
 const READY: u32 = u32::from_le_bytes(*b"RDY!");
 
 fn stride_for(capacity: u32) -> u64 {
-    (64 + u64::from(capacity)).div_ceil(64) * 64
+    (32 + u64::from(capacity)).div_ceil(64) * 64
 }
 
 /// Offsets of one segment, from its geometry.

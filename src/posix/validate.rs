@@ -89,7 +89,7 @@ pub(crate) unsafe fn validate(base: *const u8, size: u64) -> Result<SegmentInfo,
         return Err(field("capacity", capacity.into(), "1 to 2^30 bytes"));
     }
     if u64::from(stride) != stride_for(capacity) {
-        return Err(field("stride", stride.into(), "align64(64 + capacity)"));
+        return Err(field("stride", stride.into(), "align64(32 + capacity)"));
     }
     if max_readers == 0 || max_readers > 64 {
         return Err(field("max_readers", max_readers.into(), "1 to 64"));
