@@ -284,6 +284,22 @@ fn consume(h: &Heap, ring: &Ring<'_>, r: u8, held: Held) {
     ring.release(r, held.index, held.seq).unwrap();
 }
 
+/// A thread that takes `k` samples as reader `r` (blocking) and returns their
+/// sequence numbers.
+fn spawn_consumer(h: &Arc<Heap>, r: u8, k: u64) -> thread::JoinHandle<Vec<u64>> {
+    let h = h.clone();
+    thread::spawn(move || {
+        let ring = h.view();
+        (0..k)
+            .map(|_| {
+                let held = next_blocking(&ring, r, None).unwrap();
+                consume(&h, &ring, r, held);
+                held.seq
+            })
+            .collect()
+    })
+}
+
 /// Nothing in the ring is still pending for anybody: the last two samples
 /// (one per slot; `end` is one past the last) are released by every reader
 /// they were addressed to.
@@ -359,19 +375,7 @@ fn loom_keep_all_writer_woken_by_unregister() {
         let h = Heap::new(2, 2, OverflowPolicy::KeepAll, start);
         let r0 = h.view().register(1).unwrap();
         let r1 = h.view().register(2).unwrap();
-        let t0 = {
-            let h = h.clone();
-            thread::spawn(move || {
-                let ring = h.view();
-                (0..K)
-                    .map(|_| {
-                        let held = next_blocking(&ring, r0, None).unwrap();
-                        consume(&h, &ring, r0, held);
-                        held.seq
-                    })
-                    .collect::<Vec<_>>()
-            })
-        };
+        let t0 = spawn_consumer(&h, r0, K);
         let t1 = {
             let h = h.clone();
             thread::spawn(move || h.view().unregister(r1).unwrap())
@@ -398,19 +402,7 @@ fn loom_keep_all_reregister_same_index() {
         let h = Heap::new(2, 2, OverflowPolicy::KeepAll, 0);
         let r0 = h.view().register(1).unwrap();
         let r1 = h.view().register(2).unwrap();
-        let t0 = {
-            let h = h.clone();
-            thread::spawn(move || {
-                let ring = h.view();
-                (0..K)
-                    .map(|_| {
-                        let held = next_blocking(&ring, r0, None).unwrap();
-                        consume(&h, &ring, r0, held);
-                        held.seq
-                    })
-                    .collect::<Vec<_>>()
-            })
-        };
+        let t0 = spawn_consumer(&h, r0, K);
         let t1 = {
             let h = h.clone();
             thread::spawn(move || {
