@@ -10,24 +10,33 @@
 //! sequence the slot holds and how far it got:
 //!
 //! ```text
-//!            reserve (CAS stamp)        commit (store Release)
+//!            reserve                    commit (store Release)
 //!   COMMITTED/SKIPPED(s-N) ──────▶ LOANED(s) ──────────────────▶ COMMITTED(s)
 //!                                       └── discard / dead writer ─▶ SKIPPED(s)
 //! ```
 //!
-//! * `write_seq` is the next sequence to reserve. A writer that finds the slot
-//!   of `write_seq` free CASes its stamp to `LOANED(s)` — **that CAS is the
-//!   reservation** — then advances `write_seq` (others that see `LOANED(s)`
-//!   help advance it), so writers never wait on each other.
-//! * `pending` holds one bit per reader the sample is addressed to; a reader
-//!   clears its bit when it releases the sample. Under `KeepAll` a slot is
-//!   reusable only with `pending == 0`; under `DropOldest` any slot not held
-//!   in place is reusable, and overtaken readers count what they lost.
+//! * `write_seq` is the next sequence to reserve. Writers never wait on each
+//!   other: `KeepAll` writers claim `s` with a CAS on `write_seq` (a line no
+//!   reader touches) once the slot's previous sample is released, then store
+//!   `LOANED(s)`; `DropOldest` writers claim with a CAS of the stamp to
+//!   `LOANED(s)` and then advance `write_seq` (others that see `LOANED(s)`
+//!   help advance it).
+//! * `pending` holds one bit per reader the sample is *addressed* to (the
+//!   registered readers in the writer's mask), fixed until the slot is
+//!   reserved again.
+//! * Each reader has a cursor (next sequence) and consumes in sequence order.
+//!   It **releases** a sample by storing its cursor past it (Release, on its
+//!   own cache line: no RMW on the slot). Under `KeepAll` a slot is reusable
+//!   when every addressed reader still registered is past it; writers keep a
+//!   process-local lower bound of the cursors and re-read them about once a
+//!   lap. Under `DropOldest` any slot not held in place is reusable, and
+//!   overtaken readers count what they lost.
 //! * `pins` counts readers reading a `DropOldest` slot in place; a reader pins
 //!   with a CAS on the stamp, so a writer's reuse (also a CAS on the stamp)
 //!   and a pin can never both succeed: no reader ever sees a recycled slot.
-//! * Each reader has a cursor (next sequence) and consumes in sequence order.
-//!
+//! * The metadata is 32 bytes and the payload follows at +32, so a small
+//!   sample travels to the reader in the same cache line as its stamp.
+
 //! Stamps carry 54 bits of the 64-bit sequence: every live sequence lies within
 //! `N <= 2^24` of `write_seq`, so differences of stamps are unambiguous; full
 //! 64-bit sequences live in `write_seq` and the cursors, and wrap around with
@@ -92,7 +101,7 @@ fn dist(a: u64, b: u64) -> i64 {
 pub(crate) struct SlotMeta {
     /// `seq:54 | state:2 | pins:8`.
     pub stamp: AtomicU64,
-    /// Readers that have not released the sample.
+    /// Readers the sample is addressed to (immutable until reuse).
     pub pending: AtomicU64,
     /// Payload length, `<= capacity` when valid.
     pub len: AtomicU32,
