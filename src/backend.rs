@@ -167,9 +167,9 @@ pub trait SlotBackend: Send + Sync {
     /// `next_unread_slot` until `mark_read`).
     ///
     /// # Errors
-    /// [`SlotError::NotLoaned`]-like staleness is reported as
-    /// [`SlotError::NotHeld`] by `mark_read`; here a slot that no longer holds
-    /// `handle.seq` gives [`SlotError::Corrupt`] or `OutOfBounds`.
+    /// [`SlotError::OutOfBounds`] for an index that does not belong to
+    /// `handle.seq`; [`SlotError::Corrupt`] when the slot no longer holds
+    /// `handle.seq` or its length exceeds the capacity.
     fn slot_read_ptr(&self, handle: SlotHandle) -> Result<(*const u8, usize), SlotError>;
 
     /// The next sample for `reader_index` in sequence order, or `None` when
@@ -197,7 +197,7 @@ pub trait SlotBackend: Send + Sync {
     /// on it resume. The reader entry stays claimed; see `unregister_reader`.
     ///
     /// # Errors
-    /// [`SlotError::OutOfBounds`]-style errors for an index past the table.
+    /// [`SlotError::ReaderNotRegistered`] for an index past the reader table.
     fn mark_reader_disconnected(&self, reader_index: u8) -> Result<(), SlotError>;
 
     /// Claims a reader entry and bit. Samples reserved from now on are

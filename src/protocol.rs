@@ -36,7 +36,7 @@
 //!   and a pin can never both succeed: no reader ever sees a recycled slot.
 //! * The metadata is 32 bytes and the payload follows at +32, so a small
 //!   sample travels to the reader in the same cache line as its stamp.
-
+//!
 //! Stamps carry 54 bits of the 64-bit sequence: every live sequence lies within
 //! `N <= 2^24` of `write_seq`, so differences of stamps are unambiguous; full
 //! 64-bit sequences live in `write_seq` and the cursors, and wrap around with

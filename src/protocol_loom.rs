@@ -284,6 +284,18 @@ fn consume(h: &Heap, ring: &Ring<'_>, r: u8, held: Held) {
     ring.release(r, held.index, held.seq).unwrap();
 }
 
+/// A reader registered mid-stream: its start cursor and every sample it
+/// takes (blocking) until the writer's `k`th.
+fn late_reader_takes(h: &Heap, ring: &Ring<'_>, r: u8, k: u64) -> (u64, Vec<u64>) {
+    let first = ring.stats(r).unwrap().next_seq;
+    let mut got = Vec::new();
+    while let Some(held) = next_blocking(ring, r, Some(k)) {
+        consume(h, ring, r, held);
+        got.push(held.seq);
+    }
+    (first, got)
+}
+
 /// A thread that takes `k` samples as reader `r` (blocking) and returns their
 /// sequence numbers.
 fn spawn_consumer(h: &Arc<Heap>, r: u8, k: u64) -> thread::JoinHandle<Vec<u64>> {
@@ -410,13 +422,7 @@ fn loom_keep_all_reregister_same_index() {
                 ring.unregister(r1).unwrap();
                 let r = ring.register(3).unwrap();
                 assert_eq!(r, r1, "the freed index is reused");
-                let first = ring.stats(r).unwrap().next_seq;
-                let mut got = Vec::new();
-                while let Some(held) = next_blocking(&ring, r, Some(K)) {
-                    consume(&h, &ring, r, held);
-                    got.push(held.seq);
-                }
-                (first, got)
+                late_reader_takes(&h, &ring, r, K)
             })
         };
         write_samples(&h, K, wait_space_lib);
@@ -446,13 +452,7 @@ fn loom_keep_all_register_races_with_writer() {
             thread::spawn(move || {
                 let ring = h.view();
                 let r = ring.register(7).unwrap();
-                let first = ring.stats(r).unwrap().next_seq;
-                let mut got = Vec::new();
-                while let Some(held) = next_blocking(&ring, r, Some(K)) {
-                    consume(&h, &ring, r, held);
-                    got.push(held.seq);
-                }
-                (first, got)
+                late_reader_takes(&h, &ring, r, K)
             })
         };
         write_samples(&h, K, wait_space_lib);
