@@ -60,6 +60,17 @@ pub enum SlotError {
         /// Configured maximum number of readers.
         max: u32,
     },
+    /// Every writer entry of the ring is taken by a live writer.
+    #[error("all {max} writer entries of this ring are taken by live writers")]
+    WritersFull {
+        /// Configured maximum number of writers.
+        max: u32,
+    },
+    /// Nothing is left to read and no writer is alive: the creator and every
+    /// process that wrote to the ring have exited (or died). What was
+    /// committed before has been delivered.
+    #[error("the writer side is gone: the creator and every writer of this ring have exited")]
+    WritersGone,
     /// A value read from shared memory is out of its bounds: the segment is
     /// corrupt or written by a hostile process. Nothing was read through it.
     #[error("corrupt segment: {what} is {value}, limit {limit}")]
@@ -157,9 +168,19 @@ pub enum OpenError {
         /// What was wrong.
         error: ValidationError,
     },
-    /// A flink file already exists at that path (and names a segment).
-    #[error("{0}: a flink file already exists (remove it or pick another name)")]
+    /// Something that is not a flink file of ours is at that path (a planted
+    /// link, a foreign or corrupt file); it is left untouched.
+    #[error("{0}: something that is not a removable flink file is already there (left untouched; remove it or pick another name)")]
     Exists(PathBuf),
+    /// A live segment is published under that flink path: its creator or
+    /// one of its participants is alive (decided by their kernel locks).
+    #[error("{path}: in use by a live segment (creator pid {creator_pid}, shown for reference only)")]
+    InUse {
+        /// The flink file.
+        path: PathBuf,
+        /// The pid the flink file records (display only).
+        creator_pid: u32,
+    },
     /// A file or directory is refused for safety.
     #[error("{path}: refused: {reason}")]
     Unsafe {

@@ -48,8 +48,11 @@ pub use memory::InMemorySlotAllocator;
 pub use posix::{default_discovery_dir, FlinkInfo, PosixSlotAllocator, PosixSlotAllocatorBuilder, SegmentInfo};
 pub use pubsub::{type_hash, Loan, Pod, Publisher, Reader, Sample, Subscriber, TypedLoan, TypedSample};
 
-/// Flink-file helpers for tools (`flink list`, `inspect`, `clean`).
+/// Discovery directories and segment status, for tools (`flink list`,
+/// `inspect`, `clean`): read-only inspection, and removal of stale segments
+/// decided by the participants' kernel locks.
 #[cfg(not(loom))]
 pub mod discovery {
     pub use crate::posix::flink::{default_discovery_dir, read as read_flink, FlinkInfo};
+    pub use crate::posix::status::{clean, inspect, reclaim, scan, CleanEntry, CleanOutcome, ParticipantStatus, Reaped, Reclaim, ScanEntry, SegmentState, SegmentStatus};
 }

@@ -65,14 +65,42 @@ pub(crate) const LOANED: u64 = 0;
 pub(crate) const COMMITTED: u64 = 1;
 pub(crate) const SKIPPED: u64 = 2;
 
-/// Reader entry states.
-pub(crate) const READER_FREE: u32 = 0;
-pub(crate) const READER_ACTIVE: u32 = 1;
+/// Participant (reader and writer) entry states: the low 2 bits of `state`;
+/// the bits above count tenancies (an epoch), so a stale observation of an
+/// entry never matches its next tenant.
+pub(crate) const ENTRY_FREE: u32 = 0;
+pub(crate) const ENTRY_ACTIVE: u32 = 1;
+/// Being freed by a reaper (its owner died).
+pub(crate) const ENTRY_RECLAIMING: u32 = 2;
+const ENTRY_KIND: u32 = 3;
+
+/// The kind (`ENTRY_FREE`, `ENTRY_ACTIVE`, `ENTRY_RECLAIMING`) of a state.
+#[inline]
+pub(crate) fn entry_kind(state: u32) -> u32 {
+    state & ENTRY_KIND
+}
+
+/// The state of the next tenant after `state`.
+#[inline]
+pub(crate) fn entry_next(state: u32) -> u32 {
+    (state & !ENTRY_KIND).wrapping_add(4) | ENTRY_ACTIVE
+}
 
 /// Encodes a stamp.
 #[inline]
 pub(crate) fn stamp(seq: u64, state: u64) -> u64 {
     (seq << SEQ_SHIFT) | (state << STATE_SHIFT)
+}
+/// `LOANED(seq)` by writer entry `owner`: a loan never has pins, so the pin
+/// bits name the writer (a reaper finds a dead writer's loans by them).
+#[inline]
+pub(crate) fn stamp_loaned(seq: u64, owner: u8) -> u64 {
+    stamp(seq, LOANED) | u64::from(owner)
+}
+/// The same stamp in state `state`, pins/owner cleared.
+#[inline]
+fn restamp(st: u64, state: u64) -> u64 {
+    (st & !((1 << SEQ_SHIFT) - 1)) | (state << STATE_SHIFT)
 }
 #[inline]
 pub(crate) fn stamp_state(st: u64) -> u64 {
@@ -110,7 +138,7 @@ pub(crate) struct SlotMeta {
 /// One reader's entry. Only its owner writes `cursor`/`pinned`/counters.
 #[repr(C, align(64))]
 pub(crate) struct ReaderEntry {
-    /// `READER_FREE` or `READER_ACTIVE`.
+    /// `epoch << 2 | ENTRY_*`.
     pub state: AtomicU32,
     /// Process id of the owner, for display only.
     pub pid: AtomicU32,
@@ -253,7 +281,7 @@ impl<P: Parker> RingView<'_, P> {
     #[inline]
     fn reader(&self, r: u8) -> Result<&ReaderEntry, SlotError> {
         match self.readers.get(usize::from(r)) {
-            Some(e) if u32::from(r) < self.geo.max_readers && e.state.load(Ordering::Relaxed) == READER_ACTIVE => Ok(e),
+            Some(e) if u32::from(r) < self.geo.max_readers && entry_kind(e.state.load(Ordering::Relaxed)) == ENTRY_ACTIVE => Ok(e),
             _ => Err(SlotError::ReaderNotRegistered(r)),
         }
     }
@@ -269,14 +297,18 @@ impl<P: Parker> RingView<'_, P> {
             slot.len.store(0, Ordering::Relaxed);
         }
         for r in self.readers {
-            r.state.store(READER_FREE, Ordering::Relaxed);
+            r.state.store(ENTRY_FREE, Ordering::Relaxed);
         }
         self.ctrl.registered.0.store(0, Ordering::Relaxed);
         self.ctrl.write_seq.0.store(start, Ordering::Relaxed);
     }
 
-    /// Reserves the next sequence number. Returns `(slot index, seq)`.
-    pub fn reserve(&self, readers_mask: ReaderMask) -> Result<(u32, u64), SlotError> {
+    /// Reserves the next sequence number for writer entry `owner` (its index
+    /// goes into the `LOANED` stamp). `claiming`, the writer entry's word, is
+    /// set to each `KeepAll` sequence before the claim, so a reaper can undo
+    /// a claim whose writer died before stamping the slot. Returns
+    /// `(slot index, seq)`.
+    pub fn reserve(&self, readers_mask: ReaderMask, owner: u8, claiming: Option<&AtomicU64>) -> Result<(u32, u64), SlotError> {
         let n = i64::from(self.geo.slot_count);
         let keep_all = self.geo.policy == OverflowPolicy::KeepAll;
         // Bounded: each failed round means another writer made progress (or
@@ -314,16 +346,24 @@ impl<P: Parker> RingView<'_, P> {
             let wanted = self.ctrl.registered.0.load(Ordering::SeqCst) & readers_mask;
             if keep_all {
                 // The claim is the CAS on `write_seq`, a line only writers
-                // touch. The slot stays ours after it: a released KeepAll slot
-                // changes only by the reservation of `s`, which we now own.
+                // touch. A released KeepAll slot then changes only by the
+                // stamp of `s`, which we now own, or by a reaper voiding a
+                // claim it found unstamped (`skip_loans_of`): hence a CAS.
+                if let Some(c) = claiming {
+                    // SYNC POINT (claim): before the CAS, so a reaper that
+                    // sees `write_seq` past `s` sees this too.
+                    c.store(s, Ordering::Relaxed);
+                }
                 if self.ctrl.write_seq.0.compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed).is_err() {
                     continue;
                 }
-                slot.stamp.store(stamp(s, LOANED), Ordering::Release);
+                if slot.stamp.compare_exchange(st, stamp_loaned(s, owner), Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                    continue; // voided by a reaper: `s` is skipped
+                }
             } else {
                 // DropOldest: the claim is the CAS on the stamp, so it fails if
                 // a reader pinned the slot meanwhile (a pin is a CAS too).
-                if slot.stamp.compare_exchange(st, stamp(s, LOANED), Ordering::SeqCst, Ordering::Relaxed).is_err() {
+                if slot.stamp.compare_exchange(st, stamp_loaned(s, owner), Ordering::SeqCst, Ordering::Relaxed).is_err() {
                     continue;
                 }
                 let _ = self.ctrl.write_seq.0.compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed);
@@ -467,25 +507,41 @@ impl<P: Parker> RingView<'_, P> {
     }
 
     /// Claims a reader entry; its cursor starts at the current `write_seq`.
+    #[cfg_attr(not(loom), allow(dead_code))]
     pub fn register(&self, pid: u32) -> Result<u8, SlotError> {
+        self.register_with(pid, &mut |_, _| true)
+    }
+
+    /// [`register`](Self::register) with a liveness lock: `lock(r, true)`
+    /// takes entry `r`'s lock before the entry is claimed (false: taken by
+    /// someone else, try the next entry), `lock(r, false)` gives it back when
+    /// the claim fails. So an `ACTIVE` entry's lock is held for as long as
+    /// its owner lives, and a reaper that finds it free knows the owner died.
+    pub fn register_with(&self, pid: u32, lock: &mut dyn FnMut(u8, bool) -> bool) -> Result<u8, SlotError> {
         for (r, e) in self.readers.iter().enumerate().take(self.geo.max_readers as usize) {
+            let state = e.state.load(Ordering::Relaxed);
+            if entry_kind(state) != ENTRY_FREE || !lock(r as u8, true) {
+                continue;
+            }
             // SeqCst: see `released_by_all` (a writer that saw this entry
             // free must be seen by our `write_seq` load below).
-            if e.state.compare_exchange(READER_FREE, READER_ACTIVE, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
-                e.pid.store(pid, Ordering::Relaxed);
-                e.pinned.store(0, Ordering::Relaxed);
-                e.received.store(0, Ordering::Relaxed);
-                e.lost.store(0, Ordering::Relaxed);
-                // SYNC POINT (registration): read `write_seq` before setting
-                // the bit; see `reserve`.
-                let start = self.ctrl.write_seq.0.load(Ordering::SeqCst);
-                e.cursor.store(start, Ordering::SeqCst);
-                self.ctrl.registered.0.fetch_or(1 << r, Ordering::SeqCst);
-                // A writer may be waiting on a stale bit of this index that
-                // our cursor (past it) now makes ignorable: wake it.
-                self.notify_space();
-                return Ok(r as u8);
+            if e.state.compare_exchange(state, entry_next(state), Ordering::SeqCst, Ordering::Relaxed).is_err() {
+                lock(r as u8, false);
+                continue;
             }
+            e.pid.store(pid, Ordering::Relaxed);
+            e.pinned.store(0, Ordering::Relaxed);
+            e.received.store(0, Ordering::Relaxed);
+            e.lost.store(0, Ordering::Relaxed);
+            // SYNC POINT (registration): read `write_seq` before setting
+            // the bit; see `reserve`.
+            let start = self.ctrl.write_seq.0.load(Ordering::SeqCst);
+            e.cursor.store(start, Ordering::SeqCst);
+            self.ctrl.registered.0.fetch_or(1 << r, Ordering::SeqCst);
+            // A writer may be waiting on a stale bit of this index that
+            // our cursor (past it) now makes ignorable: wake it.
+            self.notify_space();
+            return Ok(r as u8);
         }
         Err(SlotError::ReadersFull { max: self.geo.max_readers })
     }
@@ -502,20 +558,115 @@ impl<P: Parker> RingView<'_, P> {
         let e = &self.readers[usize::from(r)];
         let pinned = e.pinned.swap(0, Ordering::AcqRel);
         if pinned & 1 == 1 {
-            self.unpin(pinned >> 1);
+            // The entry named the slot; whether its pin exists (a reader may
+            // stop between naming and pinning) is settled by counting.
+            self.reap_pins(pinned >> 1);
         }
         self.notify_space();
         Ok(())
     }
 
-    /// Disconnects `r` and frees its entry.
+    /// Removes pins of the slot holding `seq` that no reader entry names
+    /// (left by a reader that died or was disconnected while holding it).
+    /// Entries name a slot from before its pin until after its unpin, so a
+    /// count above the names is a leak. Best effort: gives up if the stamp
+    /// keeps changing.
+    pub fn reap_pins(&self, seq: u64) {
+        let (_, slot) = self.slot_of(seq);
+        let name = (seq << 1) | 1;
+        for _ in 0..16 {
+            let st = slot.stamp.load(Ordering::Acquire);
+            if seq_diff(st, seq) != 0 || stamp_state(st) != COMMITTED {
+                return;
+            }
+            let named = self.readers.iter().take(self.geo.max_readers as usize).filter(|e| e.pinned.load(Ordering::Acquire) == name).count() as u64;
+            let pins = stamp_pins(st);
+            if pins <= named {
+                return;
+            }
+            if slot.stamp.compare_exchange(st, st - (pins - named), Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                return;
+            }
+        }
+    }
+
+    /// Disconnects `r` and frees its entry (the caller drops its lock after).
     pub fn unregister(&self, r: u8) -> Result<(), SlotError> {
-        self.reader(r)?;
+        let e = self.reader(r)?;
+        let state = e.state.load(Ordering::SeqCst);
         // `disconnect` took `r` out of `registered` and woke waiting writers;
         // from then on writers ignore its cursor, so the entry can go.
         self.disconnect(r)?;
-        self.readers[usize::from(r)].state.store(READER_FREE, Ordering::SeqCst);
+        // A reaper may have taken the entry meanwhile: it frees it then.
+        let _ = e.state.compare_exchange(state, state & !ENTRY_KIND, Ordering::SeqCst, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Frees reader entry `r` whose owner died, if its state still is the
+    /// `observed` one (an `ACTIVE` state read before its lock was found free):
+    /// clears its bit everywhere, drops its pin, wakes writers. Returns
+    /// whether this call freed it.
+    pub fn reap_reader(&self, r: u8, observed: u32) -> bool {
+        let Some(e) = self.readers.get(usize::from(r)).filter(|_| u32::from(r) < self.geo.max_readers) else { return false };
+        if entry_kind(observed) != ENTRY_ACTIVE || e.state.compare_exchange(observed, (observed & !ENTRY_KIND) | ENTRY_RECLAIMING, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        let _ = self.disconnect(r);
+        e.state.store(observed & !ENTRY_KIND, Ordering::SeqCst);
+        true
+    }
+
+    /// Turns every loan of writer entry `w` into a skipped sequence, and (for
+    /// `KeepAll`) voids its claim of `claiming` if it died between claiming
+    /// `write_seq` and stamping the slot. Only for a writer that is gone (its
+    /// entry reclaimed by the caller, so nobody else does this at once):
+    /// such a loan is frozen, so nothing but this changes it. Readers move
+    /// past the skipped sequences; a half-written sample is never delivered.
+    /// Returns how many sequences were skipped.
+    pub fn skip_loans_of(&self, w: u8, claiming: Option<u64>) -> u32 {
+        let mut skipped = 0;
+        for i in 0..self.geo.slot_count {
+            let slot = self.slots.get(i);
+            let st = slot.stamp.load(Ordering::Acquire);
+            if stamp_state(st) == LOANED && stamp_pins(st) == u64::from(w) {
+                slot.pending.store(0, Ordering::Relaxed);
+                if slot.stamp.compare_exchange(st, restamp(st, SKIPPED), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                    skipped += 1;
+                }
+            }
+        }
+        if let Some(s) = claiming.filter(|_| self.geo.policy == OverflowPolicy::KeepAll) {
+            // Claimed (`write_seq` is past `s`) but the slot still holds
+            // `s - N`: the claimer has not stamped it. Void the claim; if the
+            // claimer was in fact a live writer, its stamp CAS fails and it
+            // claims again (`reserve`).
+            let (_, slot) = self.slot_of(s);
+            let st = slot.stamp.load(Ordering::Acquire);
+            let claimed = dist(self.ctrl.write_seq.0.load(Ordering::SeqCst), s) > 0;
+            if claimed && seq_diff(st, s) == -i64::from(self.geo.slot_count) && stamp_state(st) != LOANED && stamp_pins(st) == 0 && slot.stamp.compare_exchange(st, stamp(s, SKIPPED), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                skipped += 1;
+            }
+        }
+        if skipped > 0 {
+            self.notify_data();
+            self.notify_space();
+        }
+        skipped
+    }
+
+    /// The sequence reader `r` waits at, when it waits on a loan or a claim
+    /// that is not stamped yet (its writer may have died); `None` when the
+    /// reader is caught up with `write_seq` or has a sample.
+    pub fn stalled_at(&self, r: u8) -> Option<u64> {
+        let e = self.reader(r).ok()?;
+        let c = e.cursor.load(Ordering::Relaxed);
+        if dist(self.ctrl.write_seq.0.load(Ordering::SeqCst), c) <= 0 {
+            return None;
+        }
+        let (_, slot) = self.slot_of(c);
+        let st = slot.stamp.load(Ordering::Acquire);
+        let d = seq_diff(st, c);
+        (d < 0 || (d == 0 && stamp_state(st) == LOANED)).then_some(c)
     }
 
     /// Counters of reader `r`.
@@ -532,7 +683,8 @@ impl<P: Parker> RingView<'_, P> {
     fn unpin(&self, seq: u64) {
         let (_, slot) = self.slot_of(seq);
         let mut st = slot.stamp.load(Ordering::Relaxed);
-        while seq_diff(st, seq) == 0 && stamp_pins(st) > 0 {
+        // Only a committed slot has pins (a loan's pin bits name its writer).
+        while seq_diff(st, seq) == 0 && stamp_state(st) == COMMITTED && stamp_pins(st) > 0 {
             match slot.stamp.compare_exchange_weak(st, st - 1, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(now) => st = now,
@@ -586,15 +738,22 @@ impl<P: Parker> RingView<'_, P> {
                     if stamp_pins(st) >= PINS_MASK {
                         return Err(SlotError::Corrupt { what: "slot pin count", value: stamp_pins(st), limit: PINS_MASK - 1 });
                     }
+                    // SYNC POINT (pin intent): the entry names the slot
+                    // *before* the pin exists and until after it is gone, so
+                    // entries naming a slot never undercount its pins; a
+                    // reaper removes only pins nobody names (`reap_pins`).
+                    // The CAS (Release) orders this store before the pin.
+                    e.pinned.store((c << 1) | 1, Ordering::Relaxed);
                     if slot.stamp.compare_exchange(st, st + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                        e.pinned.store(0, Ordering::Relaxed);
                         continue; // changed under us: look again
                     }
                     if slot.pending.load(Ordering::Acquire) & bit == 0 {
                         self.unpin(c);
+                        e.pinned.store(0, Ordering::Relaxed);
                         c = c.wrapping_add(1);
                         continue;
                     }
-                    e.pinned.store((c << 1) | 1, Ordering::Relaxed);
                 }
             } else {
                 let pending = slot.pending.load(Ordering::Acquire);
@@ -672,8 +831,9 @@ impl<P: Parker> RingView<'_, P> {
             return Err(SlotError::NotHeld { reader: r, seq, expected: c });
         }
         if self.geo.policy == OverflowPolicy::DropOldest && e.pinned.load(Ordering::Relaxed) == (seq << 1) | 1 {
-            e.pinned.store(0, Ordering::Relaxed);
+            // Unpin, then stop naming the slot (see "pin intent").
             self.unpin(seq);
+            e.pinned.store(0, Ordering::Release);
         }
         // SYNC POINT (release): a writer that sees the cursor past `seq` may
         // reuse the slot (`released_by_all`), so our payload reads precede

@@ -222,13 +222,13 @@ fn wait_space_reversed(ring: &Ring<'_>, still_full: &mut dyn FnMut() -> bool) {
 /// does once its spin budget is spent.
 fn reserve_blocking(ring: &Ring<'_>, mask: u64, wait: WaitSpace) -> (u32, u64) {
     loop {
-        match ring.reserve(mask) {
+        match ring.reserve(mask, 0, None) {
             Ok(x) => return x,
             Err(SlotError::NoFreeSlot) => {}
             Err(e) => panic!("reserve: {e}"),
         }
         let mut got = None;
-        wait(ring, &mut || match ring.reserve(mask) {
+        wait(ring, &mut || match ring.reserve(mask, 0, None) {
             Err(SlotError::NoFreeSlot) => true,
             Ok(x) => {
                 got = Some(x);

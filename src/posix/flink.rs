@@ -196,6 +196,11 @@ pub(crate) fn publish(path: &Path, info: &FlinkInfo) -> Result<(), OpenError> {
 /// # Errors
 /// [`OpenError`] naming the file and the reason.
 pub fn read(path: &Path) -> Result<FlinkInfo, OpenError> {
+    open_checked(path).map(|(_, info)| info)
+}
+
+/// [`read`], also returning the open file (for locking it).
+pub(crate) fn open_checked(path: &Path) -> Result<(fs::File, FlinkInfo), OpenError> {
     let mut f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
@@ -226,12 +231,85 @@ pub fn read(path: &Path) -> Result<FlinkInfo, OpenError> {
     }
     let mut b = [0u8; FLINK_SIZE];
     f.read_exact(&mut b).map_err(|source| OpenError::Io { op: "read flink file", path: path.to_owned(), source })?;
-    FlinkInfo::decode(&b).map_err(|error| OpenError::Invalid { path: path.to_owned(), error })
+    let info = FlinkInfo::decode(&b).map_err(|error| OpenError::Invalid { path: path.to_owned(), error })?;
+    Ok((f, info))
+}
+
+/// An exclusive claim on one flink file: the right to remove it. Removers
+/// (`flink clean`, a `create` reclaiming a stale name, a creator's drop, the
+/// last attacher of a dead creator's segment) take an exclusive `flock` on
+/// the open file and re-check that the path still names that very file
+/// before they unlink it. A creator never replaces a flink file (it links a
+/// new one, which fails while the old exists), so between the check and the
+/// unlink only a holder of this claim can change the path: two removers
+/// never both remove, and a new live flink file published after a removal is
+/// never removed by a remover that looked at the old one.
+pub(crate) struct FlinkClaim {
+    path: PathBuf,
+    file: fs::File,
+    /// What the claimed file says.
+    pub info: FlinkInfo,
+}
+
+/// How [`claim`] ended when it did not claim.
+pub(crate) enum Unclaimed {
+    /// Another remover holds the file right now.
+    Busy,
+    /// The path no longer names a flink file (removed or replaced meanwhile).
+    Gone,
+}
+
+/// How long [`claim`] waits for another remover.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Claims the flink file at `path` for removal; see [`FlinkClaim`].
+pub(crate) fn claim(path: &Path) -> Result<Result<FlinkClaim, Unclaimed>, OpenError> {
+    let (file, info) = match open_checked(path) {
+        Ok(x) => x,
+        Err(OpenError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(Err(Unclaimed::Gone)),
+        Err(e) => return Err(e),
+    };
+    // Other removers hold the claim for a few system calls; wait for them,
+    // but boundedly (a process of ours that holds it forever must not hang
+    // us).
+    let deadline = std::time::Instant::now() + CLAIM_WAIT;
+    loop {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid descriptor owned by `file`.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(Err(Unclaimed::Busy));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    if !same_file(path, &file) {
+        return Ok(Err(Unclaimed::Gone));
+    }
+    Ok(Ok(FlinkClaim { path: path.to_owned(), file, info }))
+}
+
+/// Whether `path` (not followed) is the file open as `file`.
+fn same_file(path: &Path, file: &fs::File) -> bool {
+    match (fs::symlink_metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+impl FlinkClaim {
+    /// Removes the claimed file, if the path still names it.
+    pub fn remove(self) -> bool {
+        same_file(&self.path, &self.file) && fs::remove_file(&self.path).is_ok()
+    }
 }
 
 /// Removes `path` only if it still names `segment_name`.
 pub(crate) fn remove_if_names(path: &Path, segment_name: &str) {
-    if matches!(read(path), Ok(info) if info.segment_name == segment_name) {
-        let _ = fs::remove_file(path);
+    if let Ok(Ok(c)) = claim(path) {
+        if c.info.segment_name == segment_name {
+            c.remove();
+        }
     }
 }

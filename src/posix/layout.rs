@@ -16,7 +16,8 @@
 //!               │ ReaderEntry × max_readers (64 B each)        │  state · pid · cursor ·
 //!               │                                              │  pinned · received · lost
 //!               ├──────────────────────────────────────────────┤
-//!               │ WriterEntry × max_writers (64 B each)        │  state · pid · commits
+//!               │ WriterEntry × max_writers (64 B each)        │  state · pid · commits ·
+//!               │                                              │  claiming
 //!               ├──────────────────────────────────────────────┤  (64-aligned)
 //!  slots_offset │ slot 0: SlotMeta (32 B) │ payload (capacity) │ pad to 64
 //!               │ slot 1: …                stride = align64(32 + capacity)
@@ -66,12 +67,20 @@ pub(crate) struct SegmentHeader {
     pub created_unix_ms: AtomicU64,
 }
 
-/// One writer's entry (claimed on a handle's first reservation).
+/// One writer's entry (claimed on a handle's first reservation, with the
+/// liveness lock of its index held from before the claim until after it is
+/// freed).
 #[repr(C, align(64))]
 pub(crate) struct WriterEntry {
+    /// `epoch << 2 | ENTRY_*` (see `protocol::entry_kind`).
     pub state: AtomicU32,
+    /// Owner's pid, for display only.
     pub pid: AtomicU32,
+    /// Samples committed (display; exact for one writing thread per handle).
     pub commits: AtomicU64,
+    /// The `KeepAll` sequence this writer last tried to claim (see
+    /// `RingView::reserve` and `skip_loans_of`).
+    pub claiming: AtomicU64,
 }
 
 pub(crate) const HEADER_SIZE: usize = 128;
@@ -97,6 +106,7 @@ const _: () = {
     assert!(offset_of!(Control, space) == 192);
     assert!(size_of::<ReaderEntry>() == ENTRY_SIZE);
     assert!(size_of::<WriterEntry>() == ENTRY_SIZE);
+    assert!(offset_of!(WriterEntry, claiming) == 16);
     assert!(size_of::<SlotMeta>() == SLOT_META_SIZE);
     assert!(offset_of!(SlotMeta, stamp) == 0);
     assert!(offset_of!(SlotMeta, pending) == 8);

@@ -4,8 +4,10 @@
 
 pub(crate) mod flink;
 mod layout;
+mod lock;
 mod membarrier;
 mod shm;
+pub(crate) mod status;
 mod validate;
 
 use std::fs::File;
@@ -13,18 +15,34 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use linux_futex::{Futex, Shared};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHandle, SlotHeader, DEFAULT_SPIN};
 use crate::error::{OpenError, SlotError, ValidationError};
-use crate::protocol::{Control, Geometry, Parker, ReaderEntry, RingView, SlotArray};
+use crate::protocol::{entry_kind, entry_next, Control, Geometry, Parker, ReaderEntry, RingView, SlotArray, ENTRY_ACTIVE, ENTRY_FREE, ENTRY_RECLAIMING};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 pub use flink::{default_discovery_dir, FlinkInfo};
+pub use status::{Reaped, SegmentStatus};
 pub use validate::SegmentInfo;
+
+/// Longest single futex sleep of a blocking call: a peer that dies never
+/// wakes anybody, so blocked readers and writers look at liveness (and reap
+/// what the dead left) at least this often.
+const PARK_SLICE: Duration = Duration::from_millis(25);
+/// At most one liveness check (a few `fcntl`s) per handle per this many ms.
+const CHECK_INTERVAL_MS: u64 = 10;
+/// A handle without a writer entry.
+const NO_WRITER: u32 = u32::MAX;
+
+/// Milliseconds on a process-wide monotonic clock.
+fn clock_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
 
 use layout::{Layout, SegmentHeader, WriterEntry, CONTROL_OFFSET, INIT_CREATING, INIT_READY, LAYOUT_VERSION, MAGIC, READERS_OFFSET};
 
@@ -123,9 +141,37 @@ impl PosixSlotAllocatorBuilder {
 }
 
 /// A slot ring in POSIX shared memory.
+///
+/// # Liveness and crashes
+///
+/// Every participant holds a kernel lock on the object (see the `lock`
+/// module): the creator, every attached handle, every registered reader and
+/// every writer. The kernel drops them when a process dies, however it dies,
+/// so anyone can tell the dead from the living without trusting a pid:
+///
+/// * a dead reader's entry is freed and its bits cleared, so `KeepAll`
+///   writers waiting on it resume; a dead writer's open loans become skipped
+///   sequences, so readers move past them (a half-written sample is never
+///   delivered). Blocked calls and full rings look for the dead on their own
+///   (at most every 10 ms per handle, and a blocked call sleeps at most
+///   25 ms at a time); [`reap_dead`](Self::reap_dead) does it at once.
+/// * a reader whose ring is drained and whose writers are all gone (the
+///   creator and every writer process exited) gets
+///   [`SlotError::WritersGone`].
+/// * a segment whose creator died and that nobody is attached to is stale:
+///   the next `create` of the same flink path reclaims it, as does
+///   `flink clean`; the last handle to leave a dead creator's segment
+///   removes it.
+///
+/// Locks are held through a descriptor that is closed on `exec` but shared
+/// with a `fork`ed child: a child forked without `exec` keeps its parent's
+/// participants alive until it exits.
 pub struct PosixSlotAllocator {
     map: MmapRaw,
-    _file: File,
+    /// The object, mapped; liveness tests go through this descriptor.
+    file: File,
+    /// A second open of the object that holds this handle's locks.
+    locks: File,
     ctrl: NonNull<Control>,
     readers: NonNull<ReaderEntry>,
     writers: NonNull<WriterEntry>,
@@ -136,7 +182,16 @@ pub struct PosixSlotAllocator {
     segment_name: String,
     owner: bool,
     spin: Duration,
-    writer_entry: OnceLock<Option<u32>>,
+    /// This handle's writer entry, `NO_WRITER` until its first reservation.
+    writer: AtomicU32,
+    /// Serialises the claim of the writer entry.
+    writer_claim: parking_lot::Mutex<()>,
+    /// Reader entries this handle registered (it holds their locks).
+    my_readers: AtomicU64,
+    /// `clock_ms` before which no liveness check runs.
+    next_check_ms: AtomicU64,
+    /// Empty polls since the last look at the clock.
+    idle_polls: AtomicU32,
     /// See `RingView::cursor_floor`.
     cursor_floor: AtomicU64,
 }
@@ -222,7 +277,16 @@ impl PosixSlotAllocator {
             .ok_or(config("slot_count × slot_capacity", u64::from(slot_count) * u64::from(capacity), "a segment of at most 64 GiB"))?;
         let flink_path = resolve(flink_path, b.discovery_dir.as_deref(), true)?;
         if flink_path.symlink_metadata().is_ok() {
-            return Err(OpenError::Exists(flink_path));
+            // A stale segment (creator dead, nobody attached) is reclaimed;
+            // a live one, or anything that is not a flink file, is not.
+            match status::reclaim(&flink_path) {
+                Ok(status::Reclaim::Removed { .. } | status::Reclaim::Gone) => {}
+                Ok(status::Reclaim::Live { creator_pid }) => return Err(OpenError::InUse { path: flink_path, creator_pid }),
+                Err(OpenError::Io { source, .. }) if source.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(OpenError::Io { op: "reclaim existing flink file", path: flink_path, source })
+                }
+                Err(_) => return Err(OpenError::Exists(flink_path)),
+            }
         }
 
         let mut attempt = 0;
@@ -238,10 +302,18 @@ impl PosixSlotAllocator {
             let _ = shm::unlink(&segment_name);
             e
         };
-        let map = MmapOptions::new()
-            .len(lay.total as usize)
-            .map_raw(&file)
-            .map_err(|source| cleanup(OpenError::Io { op: "mmap", path: PathBuf::from(format!("/dev/shm{segment_name}")), source }))?;
+        let shm_path = || PathBuf::from(format!("/dev/shm{segment_name}"));
+        let map = MmapOptions::new().len(lay.total as usize).map_raw(&file).map_err(|source| cleanup(OpenError::Io { op: "mmap", path: shm_path(), source }))?;
+        // The creator's lock, before anybody can know the name: from now
+        // until this process exits the segment is live.
+        let locks = shm::open(&segment_name).map_err(|source| cleanup(OpenError::Io { op: "open shared-memory object", path: shm_path(), source }))?;
+        for (kind, byte) in [(lock::Kind::Write, lock::CREATOR), (lock::Kind::Read, lock::ATTACHED)] {
+            match lock::set(&locks, kind, byte, 1) {
+                Ok(true) => {}
+                Ok(false) => return Err(cleanup(OpenError::Io { op: "lock", path: shm_path(), source: std::io::ErrorKind::WouldBlock.into() })),
+                Err(source) => return Err(cleanup(OpenError::Io { op: "lock", path: shm_path(), source })),
+            }
+        }
 
         let hash = b.type_hash.unwrap_or([0; 16]);
         let mut hash_words = [0u32; 4];
@@ -260,7 +332,7 @@ impl PosixSlotAllocator {
         };
         // SAFETY: the mapping is `lay.total` bytes, page aligned, zero-filled
         // by ftruncate, and nobody else can know its name yet.
-        let this = unsafe { Self::from_map(map, file, info, flink_path.clone(), segment_name.clone(), true, b.spin) };
+        let this = unsafe { Self::from_map(map, file, locks, info, flink_path.clone(), segment_name.clone(), true, b.spin) };
         let h = this.header();
         h.init_state.store(INIT_CREATING, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Relaxed);
@@ -354,8 +426,21 @@ impl PosixSlotAllocator {
         // SAFETY: the mapping is `size` bytes, page aligned, and lives while
         // this call runs.
         let info = unsafe { validate::validate(map.as_ptr(), size) }.map_err(invalid)?;
+        // Announce ourselves. A remover holds a write lock over every
+        // participant byte while it removes the segment: then this fails, or
+        // (if it finished first) the object has no name any more.
+        let gone = || OpenError::Io { op: "attach (the segment is being removed)", path: shm_path.clone(), source: std::io::ErrorKind::NotFound.into() };
+        let locks = shm::open(&fl.segment_name).map_err(|source| OpenError::Io { op: "open shared-memory object", path: shm_path.clone(), source })?;
+        match lock::set(&locks, lock::Kind::Read, lock::ATTACHED, 1) {
+            Ok(true) => {}
+            Ok(false) => return Err(gone()),
+            Err(source) => return Err(OpenError::Io { op: "lock", path: shm_path.clone(), source }),
+        }
+        if file.metadata().map(|m| m.nlink() == 0).unwrap_or(true) {
+            return Err(gone());
+        }
         // SAFETY: `validate` checked the geometry fits in `size` bytes.
-        let this = unsafe { Self::from_map(map, file, info, flink_path, fl.segment_name, false, DEFAULT_SPIN) };
+        let this = unsafe { Self::from_map(map, file, locks, info, flink_path, fl.segment_name, false, DEFAULT_SPIN) };
         this.reset_cursor_floor();
         membarrier::register();
         Ok(this)
@@ -363,7 +448,8 @@ impl PosixSlotAllocator {
 
     /// # Safety
     /// `map` must be at least `info.total_size` bytes and laid out by `info`.
-    unsafe fn from_map(map: MmapRaw, file: File, info: SegmentInfo, flink_path: PathBuf, segment_name: String, owner: bool, spin: Duration) -> Self {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn from_map(map: MmapRaw, file: File, locks: File, info: SegmentInfo, flink_path: PathBuf, segment_name: String, owner: bool, spin: Duration) -> Self {
         let lay = Layout::compute(info.slot_count, info.capacity, info.max_readers, info.max_writers).expect("validated geometry");
         let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
         // SAFETY: every offset is within `lay.total <= map.len()` (caller).
@@ -376,12 +462,17 @@ impl PosixSlotAllocator {
             geo: Geometry { slot_count: info.slot_count, capacity: info.capacity, max_readers: info.max_readers, policy: info.policy },
             info,
             map,
-            _file: file,
+            file,
+            locks,
             flink_path,
             segment_name,
             owner,
             spin,
-            writer_entry: OnceLock::new(),
+            writer: AtomicU32::new(NO_WRITER),
+            writer_claim: parking_lot::Mutex::new(()),
+            my_readers: AtomicU64::new(0),
+            next_check_ms: AtomicU64::new(0),
+            idle_polls: AtomicU32::new(0),
             cursor_floor: AtomicU64::new(0),
         }
     }
@@ -422,13 +513,126 @@ impl PosixSlotAllocator {
         unsafe { std::slice::from_raw_parts(self.writers.as_ptr(), self.info.max_writers as usize) }
     }
 
-    fn claim_writer_entry(&self) {
-        self.writer_entry.get_or_init(|| {
-            self.writers().iter().position(|w| w.state.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok()).map(|i| {
-                self.writers()[i].pid.store(std::process::id(), Ordering::Relaxed);
-                i as u32
-            })
-        });
+    /// This handle's writer entry, claimed on first use (reaping dead
+    /// writers if every entry is taken).
+    #[inline]
+    fn writer_index(&self) -> Result<u8, SlotError> {
+        let w = self.writer.load(Ordering::Relaxed);
+        if w != NO_WRITER {
+            return Ok(w as u8);
+        }
+        let _g = self.writer_claim.lock();
+        let w = self.writer.load(Ordering::Relaxed);
+        if w != NO_WRITER {
+            return Ok(w as u8);
+        }
+        let w = match self.claim_writer_entry() {
+            Some(w) => w,
+            None => {
+                self.reap_dead();
+                self.claim_writer_entry().ok_or(SlotError::WritersFull { max: self.info.max_writers })?
+            }
+        };
+        self.writer.store(u32::from(w), Ordering::Relaxed);
+        Ok(w)
+    }
+
+    /// Claims a free writer entry: its lock first, then the entry (so an
+    /// `ACTIVE` entry's lock is held for as long as its owner lives).
+    fn claim_writer_entry(&self) -> Option<u8> {
+        for (w, e) in self.writers().iter().enumerate() {
+            let st = e.state.load(Ordering::Relaxed);
+            if entry_kind(st) != ENTRY_FREE || !lock::set(&self.locks, lock::Kind::Write, lock::WRITER_BASE + w as u64, 1).unwrap_or(false) {
+                continue;
+            }
+            if e.state.compare_exchange(st, entry_next(st), Ordering::SeqCst, Ordering::Relaxed).is_err() {
+                let _ = lock::set(&self.locks, lock::Kind::Unlock, lock::WRITER_BASE + w as u64, 1);
+                continue;
+            }
+            e.pid.store(std::process::id(), Ordering::Relaxed);
+            e.commits.store(0, Ordering::Relaxed);
+            // Nothing claimed yet: a sequence far from the ring.
+            let ws = self.ring().ctrl.write_seq.0.load(Ordering::Relaxed);
+            e.claiming.store(ws.wrapping_sub(1 << 62), Ordering::Relaxed);
+            return Some(w as u8);
+        }
+        None
+    }
+
+    /// Frees what dead participants left behind: the entries of readers
+    /// whose processes died (their bits cleared, their pins dropped, so
+    /// `KeepAll` writers waiting on them resume) and of dead writers (their
+    /// open loans, and a claim they never stamped, become skipped sequences,
+    /// so readers move past them). Liveness is decided by the participants'
+    /// kernel locks, never by pids. Blocked calls and full rings do this on
+    /// their own; call it to do it now.
+    pub fn reap_dead(&self) -> Reaped {
+        let ring = self.ring();
+        let mut out = Reaped::default();
+        for (r, e) in ring.readers.iter().enumerate() {
+            let st = e.state.load(Ordering::SeqCst);
+            if entry_kind(st) == ENTRY_ACTIVE && !lock::alive(&self.file, lock::READER_BASE + r as u64) && ring.reap_reader(r as u8, st) {
+                out.readers += 1;
+            }
+        }
+        for (w, e) in self.writers().iter().enumerate() {
+            let st = e.state.load(Ordering::SeqCst);
+            if entry_kind(st) != ENTRY_ACTIVE || lock::alive(&self.file, lock::WRITER_BASE + w as u64) {
+                continue;
+            }
+            let reclaiming = (st & !3) | ENTRY_RECLAIMING;
+            if e.state.compare_exchange(st, reclaiming, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            out.skipped += ring.skip_loans_of(w as u8, Some(e.claiming.load(Ordering::SeqCst)));
+            e.state.store(st & !3, Ordering::SeqCst);
+            out.writers += 1;
+        }
+        out
+    }
+
+    /// Whether anyone can still write: the creator or a writer entry's owner
+    /// is alive.
+    pub fn writers_alive(&self) -> bool {
+        lock::alive(&self.file, lock::CREATOR)
+            || self.writers().iter().enumerate().any(|(w, e)| entry_kind(e.state.load(Ordering::Relaxed)) == ENTRY_ACTIVE && lock::alive(&self.file, lock::WRITER_BASE + w as u64))
+    }
+
+    /// Who is attached and alive, the counters, and whether the segment is
+    /// live or stale, as `flink inspect` shows it.
+    pub fn status(&self) -> SegmentStatus {
+        // SAFETY: the mapping holds `info.total_size` validated bytes.
+        unsafe { status::read_status(self.map.as_ptr(), &self.info, &self.file, &self.flink_path, &self.segment_name) }
+    }
+
+    /// True at most once per `CHECK_INTERVAL_MS` per handle.
+    fn check_due(&self) -> bool {
+        let now = clock_ms();
+        let next = self.next_check_ms.load(Ordering::Relaxed);
+        now >= next && self.next_check_ms.compare_exchange(next, now + CHECK_INTERVAL_MS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// A reader found nothing: now and then, see whether it waits on a dead
+    /// writer (reap it, and look again) or on nobody at all.
+    #[cold]
+    fn idle(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
+        if !self.check_due() {
+            return Ok(None);
+        }
+        let ring = self.ring();
+        if ring.stalled_at(reader_index).is_some() && self.reap_dead().writers > 0 {
+            if let Some(h) = ring.next_unread(reader_index)? {
+                return Ok(Some(SlotHandle { slot_index: h.index, seq: h.seq }));
+            }
+        }
+        if !self.writers_alive() {
+            // A writer may have committed just before it exited.
+            return match ring.next_unread(reader_index)? {
+                Some(h) => Ok(Some(SlotHandle { slot_index: h.index, seq: h.seq })),
+                None => Err(SlotError::WritersGone),
+            };
+        }
+        Ok(None)
     }
 
     #[inline]
@@ -467,21 +671,53 @@ impl PosixSlotAllocator {
 
 impl Drop for PosixSlotAllocator {
     fn drop(&mut self) {
-        if let Some(Some(i)) = self.writer_entry.get() {
-            self.writers()[*i as usize].state.store(0, Ordering::Release);
+        let ring = self.ring();
+        let w = self.writer.load(Ordering::Relaxed);
+        if w != NO_WRITER {
+            // Loans a caller never committed nor discarded must not block
+            // readers: skip them, then free the entry, then its lock.
+            let e = &self.writers()[w as usize];
+            ring.skip_loans_of(w as u8, None);
+            let st = e.state.load(Ordering::SeqCst);
+            if entry_kind(st) == ENTRY_ACTIVE {
+                let _ = e.state.compare_exchange(st, st & !3, Ordering::SeqCst, Ordering::Relaxed);
+            }
+        }
+        let mut mine = self.my_readers.load(Ordering::Relaxed);
+        while mine != 0 {
+            let r = mine.trailing_zeros() as u8;
+            mine &= mine - 1;
+            let _ = ring.unregister(r);
         }
         if self.owner {
             flink::remove_if_names(&self.flink_path, &self.segment_name);
             let _ = shm::unlink(&self.segment_name);
+        } else if lock::set(&self.locks, lock::Kind::Write, 0, lock::LOCK_SPAN).unwrap_or(false) {
+            // Every other participant is gone, the creator included: we are
+            // the last of a dead creator's segment. Remove it (holding the
+            // write lock, so nobody attaches meanwhile).
+            flink::remove_if_names(&self.flink_path, &self.segment_name);
+            let _ = shm::unlink(&self.segment_name);
         }
+        // Closing `locks` drops every lock this handle held.
     }
 }
 
 impl SlotBackend for PosixSlotAllocator {
     fn reserve_slot(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
-        self.claim_writer_entry();
-        let (slot_index, seq) = self.ring().reserve(active_readers_mask)?;
-        Ok(SlotHandle { slot_index, seq })
+        let w = self.writer_index()?;
+        let claiming = &self.writers()[usize::from(w)].claiming;
+        let ring = self.ring();
+        match ring.reserve(active_readers_mask, w, Some(claiming)) {
+            Ok((slot_index, seq)) => Ok(SlotHandle { slot_index, seq }),
+            // Full: perhaps because of a dead reader (or a dead writer's
+            // loan a lap ago). Look, now and then.
+            Err(SlotError::NoFreeSlot) if self.check_due() && self.reap_dead().any() => {
+                let (slot_index, seq) = ring.reserve(active_readers_mask, w, Some(claiming))?;
+                Ok(SlotHandle { slot_index, seq })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn discard_slot(&self, handle: SlotHandle) -> Result<(), SlotError> {
@@ -494,7 +730,13 @@ impl SlotBackend for PosixSlotAllocator {
     }
 
     fn commit_in_place(&self, handle: SlotHandle, len: usize) -> Result<u64, SlotError> {
-        self.ring().commit(handle.slot_index, handle.seq, len)
+        let seq = self.ring().commit(handle.slot_index, handle.seq, len)?;
+        let w = self.writer.load(Ordering::Relaxed);
+        if let Some(e) = self.writers().get(w as usize) {
+            // Display counter on our own cache line: no RMW.
+            e.commits.store(e.commits.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        }
+        Ok(seq)
     }
 
     fn slot_read_ptr(&self, handle: SlotHandle) -> Result<(*const u8, usize), SlotError> {
@@ -503,7 +745,17 @@ impl SlotBackend for PosixSlotAllocator {
     }
 
     fn next_unread_slot(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
-        Ok(self.ring().next_unread(reader_index)?.map(|h| SlotHandle { slot_index: h.index, seq: h.seq }))
+        if let Some(h) = self.ring().next_unread(reader_index)? {
+            return Ok(Some(SlotHandle { slot_index: h.index, seq: h.seq }));
+        }
+        // Look at the clock every 64 empty polls only (a parked call resets
+        // the count, so it looks right after waking).
+        let n = self.idle_polls.load(Ordering::Relaxed).wrapping_add(1);
+        self.idle_polls.store(n, Ordering::Relaxed);
+        if n % 64 != 0 {
+            return Ok(None);
+        }
+        self.idle(reader_index)
     }
 
     fn read_slot(&self, handle: SlotHandle) -> Result<(SlotHeader, Vec<u8>), SlotError> {
@@ -528,11 +780,31 @@ impl SlotBackend for PosixSlotAllocator {
     }
 
     fn register_reader(&self) -> Result<u8, SlotError> {
-        self.ring().register(std::process::id())
+        let ring = self.ring();
+        let mut lock = |r: u8, take: bool| {
+            let byte = lock::READER_BASE + u64::from(r);
+            if take {
+                lock::set(&self.locks, lock::Kind::Write, byte, 1).unwrap_or(false)
+            } else {
+                let _ = lock::set(&self.locks, lock::Kind::Unlock, byte, 1);
+                true
+            }
+        };
+        let r = match ring.register_with(std::process::id(), &mut lock) {
+            Err(SlotError::ReadersFull { .. }) if self.reap_dead().readers > 0 => ring.register_with(std::process::id(), &mut lock)?,
+            other => other?,
+        };
+        self.my_readers.fetch_or(1 << r, Ordering::Relaxed);
+        Ok(r)
     }
 
     fn unregister_reader(&self, reader_index: u8) -> Result<(), SlotError> {
-        self.ring().unregister(reader_index)
+        self.ring().unregister(reader_index)?;
+        let bit = 1u64.checked_shl(u32::from(reader_index)).unwrap_or(0);
+        if self.my_readers.fetch_and(!bit, Ordering::Relaxed) & bit != 0 {
+            let _ = lock::set(&self.locks, lock::Kind::Unlock, lock::READER_BASE + u64::from(reader_index), 1);
+        }
+        Ok(())
     }
 
     fn reader_stats(&self, reader_index: u8) -> Result<ReaderStats, SlotError> {
@@ -561,10 +833,12 @@ impl SlotBackend for PosixSlotAllocator {
         u64::from(self.ring().generation())
     }
     fn wait_for_change(&self, last: u64, timeout: Duration) {
-        self.ring().wait_data(last as u32, timeout);
+        self.ring().wait_data(last as u32, timeout.min(PARK_SLICE));
+        // The next empty poll looks at liveness (if due).
+        self.idle_polls.store(63, Ordering::Relaxed);
     }
     fn wait_for_space(&self, timeout: Duration, still_full: &mut dyn FnMut() -> bool) {
-        self.ring().wait_space(timeout, still_full);
+        self.ring().wait_space(timeout.min(PARK_SLICE), still_full);
     }
 }
 

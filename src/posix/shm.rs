@@ -41,6 +41,18 @@ pub(crate) fn open(name: &str) -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
+/// Opens an existing object read-only (for inspection).
+pub(crate) fn open_read_only(name: &str) -> io::Result<File> {
+    let c = c_name(name)?;
+    // SAFETY: as in `create`.
+    let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by shm_open and is owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
 /// Removes the object's name (mappings stay valid).
 pub(crate) fn unlink(name: &str) -> io::Result<()> {
     let c = c_name(name)?;
