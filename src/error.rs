@@ -170,7 +170,7 @@ pub enum OpenError {
     },
     /// Something that is not a flink file of ours is at that path (a planted
     /// link, a foreign or corrupt file); it is left untouched.
-    #[error("{0}: something that is not a removable flink file is already there (left untouched; remove it or pick another name)")]
+    #[error("{0}: already exists and is not a removable flink file (left untouched; remove it or pick another name)")]
     Exists(PathBuf),
     /// A live segment is published under that flink path: its creator or
     /// one of its participants is alive (decided by their kernel locks).

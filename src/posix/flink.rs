@@ -139,6 +139,7 @@ pub fn default_discovery_dir() -> PathBuf {
 /// Creates `dir` (mode 0700) if missing and checks it is safe: a real
 /// directory (not a symlink), ours, not writable by group or others.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), OpenError> {
+    let dir = &normalize_dir(dir)?;
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -147,8 +148,20 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), OpenError> {
     check_dir(dir)
 }
 
+/// `dir` without trailing `/` and `.` (`link/` and `link/.` would make the
+/// system follow `link` when it is a symbolic link). A path ending in `..`
+/// is refused.
+pub(crate) fn normalize_dir(dir: &Path) -> Result<PathBuf, OpenError> {
+    if dir.components().next_back() == Some(std::path::Component::ParentDir) {
+        return Err(OpenError::Unsafe { path: dir.to_owned(), reason: "the directory path ends in '..' (name the directory itself)" });
+    }
+    let n: PathBuf = dir.components().collect();
+    Ok(if n.as_os_str().is_empty() { PathBuf::from(".") } else { n })
+}
+
 /// Checks an existing directory as [`ensure_dir`] does.
 pub(crate) fn check_dir(dir: &Path) -> Result<(), OpenError> {
+    let dir = &normalize_dir(dir)?;
     let md = fs::symlink_metadata(dir).map_err(|source| OpenError::Io { op: "stat directory", path: dir.to_owned(), source })?;
     let refuse = |reason| Err(OpenError::Unsafe { path: dir.to_owned(), reason });
     if md.file_type().is_symlink() {

@@ -212,7 +212,7 @@ fn config(what: &'static str, value: u64, expected: &'static str) -> OpenError {
 fn resolve(flink_path: &Path, dir: Option<&Path>, create_dir: bool) -> Result<PathBuf, OpenError> {
     let bare = flink_path.components().count() == 1 && !flink_path.is_absolute();
     if bare && !flink_path.as_os_str().as_encoded_bytes().contains(&b'/') {
-        let dir = dir.map_or_else(default_discovery_dir, Path::to_owned);
+        let dir = flink::normalize_dir(&dir.map_or_else(default_discovery_dir, Path::to_owned))?;
         if create_dir {
             flink::ensure_dir(&dir)?;
         } else {
