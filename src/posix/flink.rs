@@ -50,7 +50,8 @@ pub struct FlinkInfo {
 }
 
 impl FlinkInfo {
-    pub(crate) fn encode(&self) -> [u8; FLINK_SIZE] {
+    /// The 128 bytes of a flink file saying this (with its crc).
+    pub fn encode(&self) -> [u8; FLINK_SIZE] {
         let mut b = [0u8; FLINK_SIZE];
         b[0..8].copy_from_slice(FLINK_MAGIC);
         LittleEndian::write_u32(&mut b[8..], FLINK_VERSION);

@@ -81,6 +81,7 @@ pub struct PosixSlotAllocatorBuilder {
     discovery_dir: Option<PathBuf>,
     spin: Duration,
     start_seq: u64,
+    start_generation: u32,
 }
 
 impl PosixSlotAllocatorBuilder {
@@ -124,6 +125,15 @@ impl PosixSlotAllocatorBuilder {
     #[must_use]
     pub fn start_seq(mut self, seq: u64) -> Self {
         self.start_seq = seq;
+        self
+    }
+
+    /// First value of the data notify generation (default 0). For tests of
+    /// the futex word's wrap-around.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn start_generation(mut self, generation: u32) -> Self {
+        self.start_generation = generation;
         self
     }
 
@@ -184,12 +194,17 @@ pub struct PosixSlotAllocator {
     spin: Duration,
     /// This handle's writer entry, `NO_WRITER` until its first reservation.
     writer: AtomicU32,
-    /// Serialises the claim of the writer entry.
-    writer_claim: parking_lot::Mutex<()>,
+    /// Serialises this handle's lock-table changes (claiming a writer entry,
+    /// registering and unregistering readers): its threads share one open
+    /// file description, on which one thread's unlock would drop another's
+    /// lock of the same byte.
+    lock_table: parking_lot::Mutex<()>,
     /// Reader entries this handle registered (it holds their locks).
     my_readers: AtomicU64,
-    /// `clock_ms` before which no liveness check runs.
-    next_check_ms: AtomicU64,
+    /// `clock_ms` before which no liveness check of a reader runs.
+    next_read_check_ms: AtomicU64,
+    /// `clock_ms` before which no liveness check of a writer runs.
+    next_write_check_ms: AtomicU64,
     /// Empty polls since the last look at the clock.
     idle_polls: AtomicU32,
     /// See `RingView::cursor_floor`.
@@ -245,6 +260,7 @@ impl PosixSlotAllocator {
             discovery_dir: None,
             spin: DEFAULT_SPIN,
             start_seq: 0,
+            start_generation: 0,
         }
     }
 
@@ -361,6 +377,7 @@ impl PosixSlotAllocator {
         };
         h.geometry_crc.store(raw.crc(), Ordering::Relaxed);
         this.ring().init(b.start_seq);
+        this.ring().ctrl.data.generation.store(b.start_generation, Ordering::Relaxed);
         this.reset_cursor_floor();
         membarrier::register();
         // SYNC POINT (init): published last; pairs with the Acquire load in
@@ -469,9 +486,10 @@ impl PosixSlotAllocator {
             owner,
             spin,
             writer: AtomicU32::new(NO_WRITER),
-            writer_claim: parking_lot::Mutex::new(()),
+            lock_table: parking_lot::Mutex::new(()),
             my_readers: AtomicU64::new(0),
-            next_check_ms: AtomicU64::new(0),
+            next_read_check_ms: AtomicU64::new(0),
+            next_write_check_ms: AtomicU64::new(0),
             idle_polls: AtomicU32::new(0),
             cursor_floor: AtomicU64::new(0),
         }
@@ -521,7 +539,7 @@ impl PosixSlotAllocator {
         if w != NO_WRITER {
             return Ok(w as u8);
         }
-        let _g = self.writer_claim.lock();
+        let _g = self.lock_table.lock();
         let w = self.writer.load(Ordering::Relaxed);
         if w != NO_WRITER {
             return Ok(w as u8);
@@ -605,18 +623,19 @@ impl PosixSlotAllocator {
         unsafe { status::read_status(self.map.as_ptr(), &self.info, &self.file, &self.flink_path, &self.segment_name) }
     }
 
-    /// True at most once per `CHECK_INTERVAL_MS` per handle.
-    fn check_due(&self) -> bool {
+    /// True at most once per `CHECK_INTERVAL_MS` per handle and side (so a
+    /// busy reader thread does not use up a blocked writer's checks).
+    fn check_due(next_ms: &AtomicU64) -> bool {
         let now = clock_ms();
-        let next = self.next_check_ms.load(Ordering::Relaxed);
-        now >= next && self.next_check_ms.compare_exchange(next, now + CHECK_INTERVAL_MS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        let next = next_ms.load(Ordering::Relaxed);
+        now >= next && next_ms.compare_exchange(next, now + CHECK_INTERVAL_MS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
     /// A reader found nothing: now and then, see whether it waits on a dead
     /// writer (reap it, and look again) or on nobody at all.
     #[cold]
     fn idle(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
-        if !self.check_due() {
+        if !Self::check_due(&self.next_read_check_ms) {
             return Ok(None);
         }
         let ring = self.ring();
@@ -669,6 +688,17 @@ impl PosixSlotAllocator {
     }
 }
 
+impl std::fmt::Debug for PosixSlotAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PosixSlotAllocator")
+            .field("flink_path", &self.flink_path)
+            .field("segment", &self.segment_name)
+            .field("info", &self.info)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for PosixSlotAllocator {
     fn drop(&mut self) {
         let ring = self.ring();
@@ -712,7 +742,7 @@ impl SlotBackend for PosixSlotAllocator {
             Ok((slot_index, seq)) => Ok(SlotHandle { slot_index, seq }),
             // Full: perhaps because of a dead reader (or a dead writer's
             // loan a lap ago). Look, now and then.
-            Err(SlotError::NoFreeSlot) if self.check_due() && self.reap_dead().any() => {
+            Err(SlotError::NoFreeSlot) if Self::check_due(&self.next_write_check_ms) && self.reap_dead().any() => {
                 let (slot_index, seq) = ring.reserve(active_readers_mask, w, Some(claiming))?;
                 Ok(SlotHandle { slot_index, seq })
             }
@@ -781,9 +811,15 @@ impl SlotBackend for PosixSlotAllocator {
 
     fn register_reader(&self) -> Result<u8, SlotError> {
         let ring = self.ring();
+        let _g = self.lock_table.lock();
+        let mine = self.my_readers.load(Ordering::Relaxed);
         let mut lock = |r: u8, take: bool| {
             let byte = lock::READER_BASE + u64::from(r);
-            if take {
+            if mine & (1 << r) != 0 {
+                // Our own lock (an entry we hold that someone else freed):
+                // taking it again would succeed on our own descriptor.
+                false
+            } else if take {
                 lock::set(&self.locks, lock::Kind::Write, byte, 1).unwrap_or(false)
             } else {
                 let _ = lock::set(&self.locks, lock::Kind::Unlock, byte, 1);
@@ -799,6 +835,7 @@ impl SlotBackend for PosixSlotAllocator {
     }
 
     fn unregister_reader(&self, reader_index: u8) -> Result<(), SlotError> {
+        let _g = self.lock_table.lock();
         self.ring().unregister(reader_index)?;
         let bit = 1u64.checked_shl(u32::from(reader_index)).unwrap_or(0);
         if self.my_readers.fetch_and(!bit, Ordering::Relaxed) & bit != 0 {

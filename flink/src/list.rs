@@ -1,0 +1,199 @@
+//! `flink list`: every segment of a discovery directory, one row (or one
+//! JSON object) each. A file that cannot be read (a foreign file, a corrupt
+//! segment, no permission) is listed with state `error` and the reason; it
+//! never aborts the listing.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Serialize;
+use shmslot::discovery::{read_flink, scan, FlinkInfo, ScanEntry, SegmentState};
+
+use crate::segment::{
+    age_ms, alive_dead, describe, file_name, format_age, format_alive_dead, format_geometry, participants, print_json, stored_policy_name, policy_name, table,
+    CliError, DiscoveryDir, ParticipantView,
+};
+
+/// Options of `flink list`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Discovery directory [default: $SHMSLOT_DIR, else $XDG_RUNTIME_DIR/shmslot, else /tmp/shmslot-<uid>].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Print one JSON object per segment, one per line, instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The geometry of a segment; `stride` and `max_writers` are unknown when
+/// only the flink file could be read.
+#[derive(Debug, Serialize)]
+struct Geometry {
+    slot_count: u32,
+    capacity: u32,
+    stride: Option<u32>,
+    max_readers: u32,
+    max_writers: Option<u32>,
+}
+
+/// One segment (one file of the directory). Fields that could not be read
+/// are `null`.
+#[derive(Debug, Serialize)]
+struct ListEntry {
+    /// The flink file's name.
+    name: String,
+    flink_path: PathBuf,
+    /// `live`, `stale`, `orphan` or `error`.
+    state: &'static str,
+    /// Why the entry could not be read (state `error`).
+    error: Option<String>,
+    segment_path: Option<PathBuf>,
+    geometry: Option<Geometry>,
+    policy: Option<String>,
+    creator_pid: Option<u32>,
+    creator_alive: Option<bool>,
+    attached: Option<bool>,
+    readers_alive: Option<usize>,
+    readers_dead: Option<usize>,
+    writers_alive: Option<usize>,
+    writers_dead: Option<usize>,
+    write_seq: Option<u64>,
+    /// Sum of the readers' lost counts.
+    lost: Option<u64>,
+    created_unix_ms: Option<u64>,
+    age_ms: Option<u64>,
+    readers: Vec<ParticipantView>,
+    writers: Vec<ParticipantView>,
+}
+
+impl ListEntry {
+    /// What the flink file alone says (an orphan, or a segment that failed).
+    fn from_flink(path: &Path, state: &'static str, error: Option<String>, flink: Option<&FlinkInfo>) -> Self {
+        Self {
+            name: file_name(path),
+            flink_path: path.to_owned(),
+            state,
+            error,
+            segment_path: flink.map(|f| PathBuf::from(format!("/dev/shm{}", f.segment_name))),
+            geometry: flink.map(|f| Geometry { slot_count: f.slot_count, capacity: f.capacity, stride: None, max_readers: f.max_readers, max_writers: None }),
+            policy: flink.map(|f| stored_policy_name(f.policy)),
+            creator_pid: flink.map(|f| f.creator_pid),
+            creator_alive: None,
+            attached: None,
+            readers_alive: None,
+            readers_dead: None,
+            writers_alive: None,
+            writers_dead: None,
+            write_seq: None,
+            lost: None,
+            created_unix_ms: flink.map(|f| f.created_unix_ms),
+            age_ms: flink.map(|f| age_ms(f.created_unix_ms)),
+            readers: Vec::new(),
+            writers: Vec::new(),
+        }
+    }
+
+    fn new(e: &ScanEntry) -> Self {
+        match &e.status {
+            Err(err) => {
+                // The flink file may still be readable (a segment that fails
+                // validation): show what it says.
+                let flink = read_flink(&e.path).ok();
+                Self::from_flink(&e.path, "error", Some(describe(err, &e.path)), flink.as_ref())
+            }
+            Ok(st) if st.state == SegmentState::Orphan || st.info.is_none() => {
+                let flink = read_flink(&e.path).ok();
+                let mut entry = Self::from_flink(&e.path, st.state.as_str(), None, flink.as_ref());
+                entry.segment_path = Some(st.segment_path.clone());
+                entry.creator_alive = Some(st.creator_alive);
+                entry.attached = Some(st.attached);
+                (entry.readers_alive, entry.readers_dead, entry.writers_alive, entry.writers_dead) = (Some(0), Some(0), Some(0), Some(0));
+                entry
+            }
+            Ok(st) => {
+                let info = st.info.expect("checked above");
+                let (ra, rd) = alive_dead(&st.readers);
+                let (wa, wd) = alive_dead(&st.writers);
+                let (readers, writers) = participants(st);
+                Self {
+                    name: file_name(&e.path),
+                    flink_path: e.path.clone(),
+                    state: st.state.as_str(),
+                    error: None,
+                    segment_path: Some(st.segment_path.clone()),
+                    geometry: Some(Geometry {
+                        slot_count: info.slot_count,
+                        capacity: info.capacity,
+                        stride: Some(info.stride),
+                        max_readers: info.max_readers,
+                        max_writers: Some(info.max_writers),
+                    }),
+                    policy: Some(policy_name(info.policy)),
+                    creator_pid: Some(info.creator_pid),
+                    creator_alive: Some(st.creator_alive),
+                    attached: Some(st.attached),
+                    readers_alive: Some(ra),
+                    readers_dead: Some(rd),
+                    writers_alive: Some(wa),
+                    writers_dead: Some(wd),
+                    write_seq: Some(st.write_seq),
+                    lost: Some(st.lost()),
+                    created_unix_ms: Some(info.created_unix_ms),
+                    age_ms: Some(age_ms(info.created_unix_ms)),
+                    readers,
+                    writers,
+                }
+            }
+        }
+    }
+
+    /// The table row; an `error` row is name, state and the reason.
+    fn row(&self) -> Vec<String> {
+        let dash = || "-".to_string();
+        let mut row = vec![self.name.clone(), self.state.to_string()];
+        if let Some(err) = &self.error {
+            row.push(err.clone());
+            return row;
+        }
+        let opt = |v: Option<String>| v.unwrap_or_else(dash);
+        row.extend([
+            opt(self.geometry.as_ref().map(|g| format_geometry(g.slot_count, g.capacity))),
+            opt(self.geometry.as_ref().and_then(|g| g.stride).map(|s| s.to_string())),
+            opt(self.geometry.as_ref().map(|g| format!("{}/{}", g.max_readers, g.max_writers.map_or_else(dash, |w| w.to_string())))),
+            opt(self.policy.clone()),
+            match (self.creator_pid, self.creator_alive) {
+                (Some(pid), Some(alive)) => format!("{pid} {}", if alive { "alive" } else { "dead" }),
+                (Some(pid), None) => pid.to_string(),
+                _ => dash(),
+            },
+            opt(self.readers_alive.zip(self.readers_dead).map(|(a, d)| format_alive_dead(a, d))),
+            opt(self.writers_alive.zip(self.writers_dead).map(|(a, d)| format_alive_dead(a, d))),
+            opt(self.write_seq.map(|s| s.to_string())),
+            opt(self.lost.map(|l| l.to_string())),
+            opt(self.age_ms.map(format_age)),
+        ]);
+        row
+    }
+}
+
+const HEADER: [&str; 12] = ["NAME", "STATE", "SLOTS × CAP", "STRIDE", "MAX R/W", "POLICY", "CREATOR", "READERS", "WRITERS", "WRITE_SEQ", "LOST", "AGE"];
+
+/// Runs `flink list`.
+pub fn run(args: &ListArgs) -> Result<(), CliError> {
+    let dir = DiscoveryDir::new(args.dir.as_deref());
+    let entries: Vec<ListEntry> = scan(&dir.path).map_err(|e| dir.error(&e))?.iter().map(ListEntry::new).collect();
+    if args.json {
+        for e in &entries {
+            print_json(e)?;
+        }
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("no segments in {}", dir.path.display());
+        return Ok(());
+    }
+    let mut rows: Vec<Vec<String>> = vec![HEADER.iter().map(|h| (*h).to_string()).collect()];
+    rows.extend(entries.iter().map(ListEntry::row));
+    print!("{}", table(&rows));
+    Ok(())
+}
