@@ -329,6 +329,13 @@ impl<P: Parker> RingView<'_, P> {
             if d > 0 {
                 continue; // our `write_seq` was stale
             }
+            if keep_all && d == -2 * n {
+                // The previous lap's sequence `s - N` is claimed on
+                // `write_seq` but its claimer has not stamped the slot yet
+                // (preempted, or dead: a reaper voids the claim). Full for
+                // now. (Found by `loom_dead_writer_unstamped_claim_is_voided`.)
+                return Err(SlotError::NoFreeSlot);
+            }
             if d != -n {
                 return Err(SlotError::Corrupt { what: "slot stamp behind write_seq by", value: d.unsigned_abs(), limit: n as u64 });
             }

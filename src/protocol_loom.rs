@@ -70,6 +70,14 @@
 //! * `loom_keep_all_reader_outside_mask_never_sees_recycled_slot` — reader
 //!   masks: a slot recycled while an unaddressed reader looks at it.
 //! * `loom_drop_oldest_pins_protect_payload` — `DropOldest` pins and losses.
+//! * `loom_dead_writer_unstamped_claim_is_voided` — a writer dies between
+//!   claiming `write_seq` and stamping its slot; a reaper voids the claim
+//!   while a live writer and a reader go on.
+//! * `loom_reaper_voiding_a_live_claim_makes_it_retry` — the reaper's void
+//!   races a *live* writer's claim of the same sequence: the writer retries,
+//!   nothing is lost or duplicated.
+//! * `loom_dead_writer_loan_is_skipped` — a writer dies with a half-written
+//!   loan; the reader never receives it and moves on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -221,14 +229,19 @@ fn wait_space_reversed(ring: &Ring<'_>, still_full: &mut dyn FnMut() -> bool) {
 /// `reserve` that blocks for space the way `SlotBackend::reserve_slot_timeout`
 /// does once its spin budget is spent.
 fn reserve_blocking(ring: &Ring<'_>, mask: u64, wait: WaitSpace) -> (u32, u64) {
+    reserve_blocking_as(ring, mask, wait, 0, None)
+}
+
+/// [`reserve_blocking`] as writer entry `owner` with its `claiming` word.
+fn reserve_blocking_as(ring: &Ring<'_>, mask: u64, wait: WaitSpace, owner: u8, claiming: Option<&AtomicU64>) -> (u32, u64) {
     loop {
-        match ring.reserve(mask, 0, None) {
+        match ring.reserve(mask, owner, claiming) {
             Ok(x) => return x,
             Err(SlotError::NoFreeSlot) => {}
             Err(e) => panic!("reserve: {e}"),
         }
         let mut got = None;
-        wait(ring, &mut || match ring.reserve(mask, 0, None) {
+        wait(ring, &mut || match ring.reserve(mask, owner, claiming) {
             Err(SlotError::NoFreeSlot) => true,
             Ok(x) => {
                 got = Some(x);
@@ -576,4 +589,93 @@ fn loom_dekker_without_fences_is_flagged_by_loom() {
     }
     assert!(sb(false), "loom now forbids the SeqCst-only store-buffering outcome: the loom-only fences may be unnecessary");
     assert!(!sb(true), "loom allowed store buffering across SeqCst fences");
+}
+
+/// A live writer (entry 1) that publishes `k` samples, blocking for space.
+fn spawn_live_writer(h: &Arc<Heap>, k: u64) -> thread::JoinHandle<Vec<u64>> {
+    let h = h.clone();
+    thread::spawn(move || {
+        let ring = h.view();
+        let claiming = AtomicU64::new(0);
+        (0..k)
+            .map(|_| {
+                let (index, seq) = reserve_blocking_as(&ring, ALL_READERS, wait_space_lib, 1, Some(&claiming));
+                h.write_payload(index, seq);
+                assert_eq!(ring.commit(index, seq, LEN), Ok(seq));
+                seq
+            })
+            .collect()
+    })
+}
+
+/// A writer (entry 0) claims sequence 0 on `write_seq` and dies before it
+/// stamps the slot. A reaper voids the claim concurrently with a live writer
+/// publishing 2 samples (the second reuses the voided slot, and finds it
+/// two laps behind until the void) and a reader: the reader gets exactly
+/// the live writer's samples, in order, intact; nobody deadlocks.
+#[test]
+fn loom_dead_writer_unstamped_claim_is_voided() {
+    builder().check(|| {
+        let h = Heap::new(2, 1, OverflowPolicy::KeepAll, 0);
+        let r = h.view().register(1).unwrap();
+        // The dead writer: `reserve`'s KeepAll claim of 0, up to its death.
+        let claiming = 0;
+        assert!(h.ctrl.write_seq.0.compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed).is_ok());
+        let writer = spawn_live_writer(&h, 2);
+        let reader = spawn_consumer(&h, r, 2);
+        // The reaper (its kernel lock says the writer is dead).
+        assert_eq!(h.view().skip_loans_of(0, Some(claiming)), 1);
+        let written = writer.join().unwrap();
+        assert_eq!(written, vec![1, 2]);
+        assert_eq!(reader.join().unwrap(), written);
+    });
+}
+
+/// A writer (entry 0) recorded `claiming = 0` and died before its CAS; the
+/// reaper's void of sequence 0 races the live writer's own claim of it. If
+/// the void wins, the live writer's stamp CAS fails and it claims again.
+/// Either way the reader gets exactly what the live writer committed, in
+/// order.
+#[test]
+fn loom_reaper_voiding_a_live_claim_makes_it_retry() {
+    builder().check(|| {
+        let h = Heap::new(2, 1, OverflowPolicy::KeepAll, 0);
+        let r = h.view().register(1).unwrap();
+        let writer = spawn_live_writer(&h, 2);
+        let reaper = {
+            let h = h.clone();
+            thread::spawn(move || h.view().skip_loans_of(0, Some(0)))
+        };
+        let skipped = reaper.join().unwrap();
+        let written = writer.join().unwrap();
+        // Voided: the writer's samples are 1 and 2; not: 0 and 1.
+        assert_eq!(written, if skipped == 1 { vec![1, 2] } else { vec![0, 1] });
+        let ring = h.view();
+        let mut got = Vec::new();
+        while let Some(held) = ring.next_unread(r).unwrap() {
+            consume(&h, &ring, r, held);
+            got.push(held.seq);
+        }
+        assert_eq!(got, written);
+    });
+}
+
+/// A writer (entry 0) dies with a half-written loan of sequence 0. The
+/// reaper skips it while a live writer publishes 2 samples (the second
+/// waits for the loaned slot) and a reader reads: the reader never receives
+/// the half-written sample and gets the live writer's samples in order.
+#[test]
+fn loom_dead_writer_loan_is_skipped() {
+    builder().check(|| {
+        let h = Heap::new(2, 1, OverflowPolicy::KeepAll, 0);
+        let r = h.view().register(1).unwrap();
+        let (index, seq) = h.view().reserve(ALL_READERS, 0, None).unwrap();
+        h.write_payload(index, seq ^ 1); // half-written: wrong bytes; then death
+        let writer = spawn_live_writer(&h, 2);
+        let reader = spawn_consumer(&h, r, 2);
+        assert_eq!(h.view().skip_loans_of(0, None), 1);
+        let written = writer.join().unwrap();
+        assert_eq!(written, vec![1, 2]);
+        assert_eq!(reader.join().unwrap(), written, "the dead writer's loan was delivered, or order broke");
+    });
 }
