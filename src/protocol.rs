@@ -353,20 +353,20 @@ impl<P: Parker> RingView<'_, P> {
             let wanted = self.ctrl.registered.0.load(Ordering::SeqCst) & readers_mask;
             if keep_all {
                 // The claim is the CAS on `write_seq`, a line only writers
-                // touch. A released KeepAll slot then changes only by the
-                // stamp of `s`, which we now own, or by a reaper voiding a
-                // claim it found unstamped (`skip_loans_of`): hence a CAS.
+                // touch. The slot stays ours after it: a released KeepAll
+                // slot changes only by the stamp of `s`, which we now own (a
+                // reaper voids only claims no live writer may own, see
+                // `skip_loans_of`).
                 if let Some(c) = claiming {
                     // SYNC POINT (claim): before the CAS, so a reaper that
-                    // sees `write_seq` past `s` sees this too.
-                    c.store(s, Ordering::Relaxed);
+                    // sees `write_seq` past `s` sees this (or, Release, a
+                    // later claim of ours and with it our stamp of `s`).
+                    c.store(s, Ordering::Release);
                 }
                 if self.ctrl.write_seq.0.compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed).is_err() {
                     continue;
                 }
-                if slot.stamp.compare_exchange(st, stamp_loaned(s, owner), Ordering::AcqRel, Ordering::Relaxed).is_err() {
-                    continue; // voided by a reaper: `s` is skipped
-                }
+                slot.stamp.store(stamp_loaned(s, owner), Ordering::Release);
             } else {
                 // DropOldest: the claim is the CAS on the stamp, so it fails if
                 // a reader pinned the slot meanwhile (a pin is a CAS too).
@@ -629,8 +629,10 @@ impl<P: Parker> RingView<'_, P> {
     /// entry reclaimed by the caller, so nobody else does this at once):
     /// such a loan is frozen, so nothing but this changes it. Readers move
     /// past the skipped sequences; a half-written sample is never delivered.
-    /// Returns how many sequences were skipped.
-    pub fn skip_loans_of(&self, w: u8, claiming: Option<u64>) -> u32 {
+    /// `claimed_by_other(s)`: whether another writer entry in use records
+    /// `s` as its claim (read with Acquire). Returns how many sequences were
+    /// skipped.
+    pub fn skip_loans_of(&self, w: u8, claiming: Option<u64>, claimed_by_other: &dyn Fn(u64) -> bool) -> u32 {
         let mut skipped = 0;
         for i in 0..self.geo.slot_count {
             let slot = self.slots.get(i);
@@ -643,15 +645,23 @@ impl<P: Parker> RingView<'_, P> {
             }
         }
         if let Some(s) = claiming.filter(|_| self.geo.policy == OverflowPolicy::KeepAll) {
-            // Claimed (`write_seq` is past `s`) but the slot still holds
-            // `s - N`: the claimer has not stamped it. Void the claim; if the
-            // claimer was in fact a live writer, its stamp CAS fails and it
-            // claims again (`reserve`).
+            // SYNC POINT (claim): `s` is claimed (`write_seq` is past it) but
+            // its slot still holds `s - N`: unstamped. The dead writer won
+            // that claim, or lost it to a live writer about to stamp. The
+            // winner recorded `claiming = s` before its CAS, so a live winner
+            // still shows `s` (then leave it) or has moved on, in which case
+            // its stamp of `s` is visible and the CAS below fails. Otherwise
+            // nobody alive owns `s`: void it.
             let (_, slot) = self.slot_of(s);
-            let st = slot.stamp.load(Ordering::Acquire);
             let claimed = dist(self.ctrl.write_seq.0.load(Ordering::SeqCst), s) > 0;
-            if claimed && seq_diff(st, s) == -i64::from(self.geo.slot_count) && stamp_state(st) != LOANED && stamp_pins(st) == 0 && slot.stamp.compare_exchange(st, stamp(s, SKIPPED), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
-                skipped += 1;
+            if claimed && !claimed_by_other(s) {
+                let st = slot.stamp.load(Ordering::Acquire);
+                if seq_diff(st, s) == -i64::from(self.geo.slot_count)
+                    && stamp_state(st) != LOANED
+                    && slot.stamp.compare_exchange(st, stamp(s, SKIPPED), Ordering::SeqCst, Ordering::Relaxed).is_ok()
+                {
+                    skipped += 1;
+                }
             }
         }
         if skipped > 0 {

@@ -602,7 +602,11 @@ impl PosixSlotAllocator {
             if e.state.compare_exchange(st, reclaiming, Ordering::SeqCst, Ordering::Relaxed).is_err() {
                 continue;
             }
-            out.skipped += ring.skip_loans_of(w as u8, Some(e.claiming.load(Ordering::SeqCst)));
+            let writers = self.writers();
+            let claimed_by_other = |s: u64| {
+                writers.iter().enumerate().any(|(o, e)| o != w && entry_kind(e.state.load(Ordering::SeqCst)) == ENTRY_ACTIVE && e.claiming.load(Ordering::Acquire) == s)
+            };
+            out.skipped += ring.skip_loans_of(w as u8, Some(e.claiming.load(Ordering::SeqCst)), &claimed_by_other);
             e.state.store(st & !3, Ordering::SeqCst);
             out.writers += 1;
         }
@@ -707,7 +711,7 @@ impl Drop for PosixSlotAllocator {
             // Loans a caller never committed nor discarded must not block
             // readers: skip them, then free the entry, then its lock.
             let e = &self.writers()[w as usize];
-            ring.skip_loans_of(w as u8, None);
+            ring.skip_loans_of(w as u8, None, &|_| false);
             let st = e.state.load(Ordering::SeqCst);
             if entry_kind(st) == ENTRY_ACTIVE {
                 let _ = e.state.compare_exchange(st, st & !3, Ordering::SeqCst, Ordering::Relaxed);
