@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assert_unlinked, TestDir};
+use common::{assert_unlinked, check, child_command, fill, mix, TestDir};
 use shmslot::discovery::{self, CleanOutcome, Reclaim, SegmentState};
 use shmslot::{OpenError, OverflowPolicy, PosixSlotAllocator, Reader, SlotBackend, SlotError, ALL_READERS};
 
@@ -35,41 +35,6 @@ const INCARNATION: &str = "SHMSLOT_CRASH_INCARNATION";
 const COUNT: &str = "SHMSLOT_CRASH_COUNT";
 
 // ───────────────────────────── payload ─────────────────────────────
-
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn sample_len(tag: u64, cap: usize) -> usize {
-    12 + (mix(tag) % (cap as u64 - 11)) as usize
-}
-
-/// Writes the sample for `tag` into `buf`; returns its length.
-fn fill(buf: &mut [u8], tag: u64) -> usize {
-    let len = sample_len(tag, buf.len());
-    buf[4..12].copy_from_slice(&tag.to_le_bytes());
-    let mut x = mix(tag ^ 0x5555);
-    for chunk in buf[12..len].chunks_mut(8) {
-        x = mix(x);
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
-    let crc = crc32fast::hash(&buf[4..len]);
-    buf[0..4].copy_from_slice(&crc.to_le_bytes());
-    len
-}
-
-/// The tag of a well-formed sample, `None` for a torn or partial one.
-fn check(bytes: &[u8], cap: usize) -> Option<u64> {
-    if bytes.len() < 12 {
-        return None;
-    }
-    let tag = u64::from_le_bytes(bytes[4..12].try_into().unwrap());
-    let crc = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
-    (crc == crc32fast::hash(&bytes[4..]) && bytes.len() == sample_len(tag, cap)).then_some(tag)
-}
 
 // ───────────────────────────── children ─────────────────────────────
 
@@ -194,24 +159,10 @@ struct Proc {
 
 impl Proc {
     fn spawn(role: &str, flink: &Path, vars: &[(&str, String)]) -> Self {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-            .env(ROLE, role)
-            .env(FLINK, flink)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        let mut cmd = child_command(CHILD_TEST);
+        cmd.env(ROLE, role).env(FLINK, flink).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         for (k, v) in vars {
             cmd.env(k, v);
-        }
-        // SAFETY: runs in the forked child before exec; prctl is
-        // async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
         }
         let mut child = cmd.spawn().expect("spawn child");
         let out = BufReader::new(child.stdout.take().unwrap());

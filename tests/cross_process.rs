@@ -26,12 +26,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{assert_unlinked, TestDir};
+use common::{assert_unlinked, mix, TestDir};
 use shmslot::{Loan, OverflowPolicy, PosixSlotAllocator, Reader, SlotBackend};
 
 const CHILD_TEST: &str = "child_process_entry";
@@ -55,13 +55,6 @@ const STALL: Duration = Duration::from_secs(30);
 
 // ───────────────────────────── payload ─────────────────────────────
 
-fn mix(x: u64) -> u64 {
-    // splitmix64 finaliser
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 fn pool() -> &'static [u8] {
     static POOL: OnceLock<Vec<u8>> = OnceLock::new();
@@ -291,25 +284,14 @@ impl Family {
     }
 
     fn spawn(&mut self, name: &str, vars: &[(&str, String)]) -> usize {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-            .env(ROLE, if name.starts_with("writer") { "writer" } else { "reader" })
+        let mut cmd = common::child_command(CHILD_TEST);
+        cmd.env(ROLE, if name.starts_with("writer") { "writer" } else { "reader" })
             .env(DEADLINE_MS, self.deadline.saturating_duration_since(Instant::now()).as_millis().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in vars {
             cmd.env(k, v);
-        }
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes an async-signal-safe system call (prctl).
-        unsafe {
-            cmd.pre_exec(|| {
-                // Die with the parent thread, so a killed test leaves no children.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
         }
         let mut child = cmd.spawn().expect("spawn child process");
         let id = self.procs.len();

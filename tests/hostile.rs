@@ -119,13 +119,13 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{assert_unlinked, TestDir};
+use common::{assert_unlinked, fill, mix, sample_len, TestDir};
 use shmslot::{OverflowPolicy, PosixSlotAllocator, SlotBackend, SlotError, SlotHandle, ALL_READERS};
 
 const CHILD_TEST: &str = "child_process_entry";
@@ -184,33 +184,6 @@ struct Times {
 }
 
 // ───────────────────────────── payload ─────────────────────────────
-
-fn mix(x: u64) -> u64 {
-    // splitmix64 finaliser
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Length of the sample with sequence number `seq`: 12 to `cap` bytes.
-fn sample_len(seq: u64, cap: usize) -> usize {
-    12 + (mix(seq) % (cap as u64 - 11)) as usize
-}
-
-/// Payload: `[0..4]` crc32 of `[4..len]`, `[4..12]` the sequence number,
-/// `[12..len]` bytes derived from it. Returns the length.
-fn fill(buf: &mut [u8], seq: u64) -> usize {
-    let len = sample_len(seq, buf.len());
-    buf[4..12].copy_from_slice(&seq.to_le_bytes());
-    for (k, chunk) in buf[12..len].chunks_mut(8).enumerate() {
-        let v = mix(seq ^ ((k as u64) << 40)).to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
-    let crc = crc32fast::hash(&buf[4..len]);
-    buf[0..4].copy_from_slice(&crc.to_le_bytes());
-    len
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Verdict {
@@ -915,25 +888,10 @@ impl Family {
     }
 
     fn spawn(&mut self, name: &str, role: &str, vars: &[(&str, String)]) -> usize {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-            .env(ROLE, role)
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = common::child_command(CHILD_TEST);
+        cmd.env(ROLE, role).env("RUST_BACKTRACE", "1").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for (k, v) in vars {
             cmd.env(k, v);
-        }
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes an async-signal-safe system call (prctl).
-        unsafe {
-            cmd.pre_exec(|| {
-                // Die with the parent thread, so a killed test leaves no children.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
         }
         let mut child = cmd.spawn().expect("spawn child process");
         let id = self.procs.len();

@@ -31,21 +31,18 @@ pub(crate) fn create(name: &str, size: u64) -> io::Result<File> {
 
 /// Opens an existing object read-write.
 pub(crate) fn open(name: &str) -> io::Result<File> {
-    let c = c_name(name)?;
-    // SAFETY: as in `create`.
-    let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by shm_open and is owned by nobody else.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    open_with(name, libc::O_RDWR)
 }
 
 /// Opens an existing object read-only (for inspection).
 pub(crate) fn open_read_only(name: &str) -> io::Result<File> {
+    open_with(name, libc::O_RDONLY)
+}
+
+fn open_with(name: &str, access: libc::c_int) -> io::Result<File> {
     let c = c_name(name)?;
     // SAFETY: as in `create`.
-    let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0) };
+    let fd = unsafe { libc::shm_open(c.as_ptr(), access | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -52,3 +52,61 @@ impl Drop for TestDir {
 pub fn assert_unlinked(segment_path: &Path) {
     assert!(!segment_path.exists(), "shared-memory object {} left behind", segment_path.display());
 }
+
+/// splitmix64's finaliser: deterministic pseudo-random bits for payloads.
+pub fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Length of the checked sample for `tag`: 12 to `cap` bytes.
+pub fn sample_len(tag: u64, cap: usize) -> usize {
+    12 + (mix(tag) % (cap as u64 - 11)) as usize
+}
+
+/// A checked sample: `[0..4]` crc32 of `[4..len]`, `[4..12]` the tag,
+/// `[12..len]` bytes derived from it; `len` derived from it too. Writes it
+/// into `buf` (its length is the capacity) and returns `len`.
+pub fn fill(buf: &mut [u8], tag: u64) -> usize {
+    let len = sample_len(tag, buf.len());
+    buf[4..12].copy_from_slice(&tag.to_le_bytes());
+    for (k, chunk) in buf[12..len].chunks_mut(8).enumerate() {
+        let v = mix(tag ^ ((k as u64) << 40)).to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+    let crc = crc32fast::hash(&buf[4..len]);
+    buf[0..4].copy_from_slice(&crc.to_le_bytes());
+    len
+}
+
+/// The tag of a well-formed sample of [`fill`], `None` for a torn, partial
+/// or otherwise wrong one.
+pub fn check(bytes: &[u8], cap: usize) -> Option<u64> {
+    if bytes.len() < 12 {
+        return None;
+    }
+    let tag = u64::from_le_bytes(bytes[4..12].try_into().unwrap());
+    let crc = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
+    (crc == crc32fast::hash(&bytes[4..]) && bytes.len() == sample_len(tag, cap)).then_some(tag)
+}
+
+/// This test binary re-executed to run only `child_test` (a `#[test]` that
+/// plays a child process when its role variable is set), dying with its
+/// parent (`PR_SET_PDEATHSIG`) so a failed test leaves no process behind.
+/// The caller sets the environment and stdio.
+pub fn child_command(child_test: &str) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", child_test, "--nocapture", "--test-threads=1"]);
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes an async-signal-safe system call (prctl).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd
+}
