@@ -9,7 +9,7 @@ mod tick;
 
 use std::time::{Duration, Instant};
 
-use shmslot::{PosixSlotAllocator, Subscriber};
+use shmslot::{PosixSlotAllocator, ReceiveError, SlotError, Subscriber};
 use tick::{now_ns, Tick, RING};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,11 +28,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut sub = Subscriber::<Tick, _>::new(ring)?;
     println!("subscribed to {}", sub.reader().backend().flink_path().display());
-    while let Some(tick) = sub.recv_timeout(idle)? {
-        let age_us = now_ns().saturating_sub(tick.sent_unix_ns) as f64 / 1e3;
-        println!("got #{} value {:+.3} (seq {}, {age_us:.1} µs after it was written)", tick.count, tick.value, tick.seq());
+    loop {
+        match sub.recv_timeout(idle) {
+            Ok(Some(tick)) => {
+                let age_us = now_ns().saturating_sub(tick.sent_unix_ns) as f64 / 1e3;
+                println!("got #{} value {:+.3} (seq {}, {age_us:.1} µs after it was written)", tick.count, tick.value, tick.seq());
+            }
+            Ok(None) => {
+                println!("no data for {idle:?}");
+                break;
+            }
+            // The publisher exited (or was killed) and everything it wrote
+            // was read: liveness comes from its kernel lock, not a pid.
+            Err(ReceiveError::Slot(SlotError::WritersGone)) => {
+                println!("the publisher is gone");
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     let stats = sub.stats()?;
-    println!("no data for {idle:?}: received {}, lost {}", stats.received, stats.lost);
+    println!("received {}, lost {}", stats.received, stats.lost);
     Ok(())
 }

@@ -117,7 +117,9 @@ pub trait SlotBackend: Send + Sync {
     ///
     /// # Errors
     /// [`SlotError::NoFreeSlot`] when the ring is full (see
-    /// [`OverflowPolicy`]); [`SlotError::Corrupt`] for a corrupt segment.
+    /// [`OverflowPolicy`]); [`SlotError::Corrupt`] for a corrupt segment;
+    /// [`SlotError::WritersFull`] (shared memory) when every writer entry is
+    /// taken by a live writer.
     fn reserve_slot(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError>;
 
     /// Copies `bytes` into the loaned slot and publishes it. Returns its
@@ -177,7 +179,10 @@ pub trait SlotBackend: Send + Sync {
     /// [`mark_read`](Self::mark_read).
     ///
     /// # Errors
-    /// [`SlotError::ReaderNotRegistered`], [`SlotError::Corrupt`].
+    /// [`SlotError::ReaderNotRegistered`], [`SlotError::Corrupt`];
+    /// [`SlotError::WritersGone`] (shared memory) when nothing is left to
+    /// read and no writer is alive any more (checked now and then while the
+    /// ring is empty, never on the hot path).
     fn next_unread_slot(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError>;
 
     /// Copies a held slot out.
