@@ -65,6 +65,11 @@ pub(crate) const LOANED: u64 = 0;
 pub(crate) const COMMITTED: u64 = 1;
 pub(crate) const SKIPPED: u64 = 2;
 
+/// `ReaderEntry::pinned`: the slot is named (a pin may or may not exist).
+pub(crate) const PIN_NAMED: u64 = 1;
+/// `ReaderEntry::pinned`: the pin exists.
+pub(crate) const PIN_HELD: u64 = 3;
+
 /// Participant (reader and writer) entry states: the low 2 bits of `state`;
 /// the bits above count tenancies (an epoch), so a stale observation of an
 /// entry never matches its next tenant.
@@ -144,7 +149,9 @@ pub(crate) struct ReaderEntry {
     pub pid: AtomicU32,
     /// Next sequence this reader will look at.
     pub cursor: AtomicU64,
-    /// `(seq << 1) | 1` of the `DropOldest` slot it has pinned, or 0.
+    /// The `DropOldest` slot it pins: `seq << 2 | PIN_NAMED` from just
+    /// before the pin CAS, `seq << 2 | PIN_HELD` once the pin exists; 0 when
+    /// none.
     pub pinned: AtomicU64,
     /// Samples released.
     pub received: AtomicU64,
@@ -364,6 +371,11 @@ impl<P: Parker> RingView<'_, P> {
                     c.store(s, Ordering::Release);
                 }
                 if self.ctrl.write_seq.0.compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed).is_err() {
+                    if let Some(c) = claiming {
+                        // Lost: stop recording a claim another writer won
+                        // (else a reaper would leave that claim alone).
+                        c.store(s.wrapping_sub(1 << 62), Ordering::Release);
+                    }
                     continue;
                 }
                 slot.stamp.store(stamp_loaned(s, owner), Ordering::Release);
@@ -563,30 +575,46 @@ impl<P: Parker> RingView<'_, P> {
         // leaving the mask releases everything this reader held.
         self.ctrl.registered.0.fetch_and(!(1u64 << r), Ordering::SeqCst);
         let e = &self.readers[usize::from(r)];
-        let pinned = e.pinned.swap(0, Ordering::AcqRel);
-        if pinned & 1 == 1 {
-            // The entry named the slot; whether its pin exists (a reader may
-            // stop between naming and pinning) is settled by counting.
-            self.reap_pins(pinned >> 1);
+        let pinned = e.pinned.load(Ordering::Acquire);
+        if pinned & PIN_HELD == PIN_HELD {
+            // Its pin exists: remove exactly it, then stop naming the slot.
+            self.unpin(pinned >> 2);
+            e.pinned.store(0, Ordering::Release);
+        } else if pinned & PIN_NAMED != 0 {
+            // Named, pin maybe not taken (it stopped between the two): settle
+            // it by counting.
+            e.pinned.store(0, Ordering::Release);
+            self.reap_pins(pinned >> 2);
         }
         self.notify_space();
         Ok(())
     }
 
     /// Removes pins of the slot holding `seq` that no reader entry names
-    /// (left by a reader that died or was disconnected while holding it).
-    /// Entries name a slot from before its pin until after its unpin, so a
-    /// count above the names is a leak. Best effort: gives up if the stamp
-    /// keeps changing.
+    /// (left by a reader that died between naming the slot and recording
+    /// that its pin exists). Entries name a slot from before its pin until
+    /// after its unpin, so a count above the names is a leak. Best effort: it
+    /// gives up if the stamp keeps changing, and (an ABA of two other
+    /// readers' unpin and pin between its load and its CAS) it can in theory
+    /// remove a live pin; it only runs for a reader that died inside that
+    /// two-instruction window.
     pub fn reap_pins(&self, seq: u64) {
         let (_, slot) = self.slot_of(seq);
-        let name = (seq << 1) | 1;
+        let name = seq << 2;
         for _ in 0..16 {
             let st = slot.stamp.load(Ordering::Acquire);
             if seq_diff(st, seq) != 0 || stamp_state(st) != COMMITTED {
                 return;
             }
-            let named = self.readers.iter().take(self.geo.max_readers as usize).filter(|e| e.pinned.load(Ordering::Acquire) == name).count() as u64;
+            let named = self
+                .readers
+                .iter()
+                .take(self.geo.max_readers as usize)
+                .filter(|e| {
+                    let p = e.pinned.load(Ordering::Acquire);
+                    p & PIN_NAMED != 0 && p & !3 == name
+                })
+                .count() as u64;
             let pins = stamp_pins(st);
             if pins <= named {
                 return;
@@ -610,12 +638,15 @@ impl<P: Parker> RingView<'_, P> {
     }
 
     /// Frees reader entry `r` whose owner died, if its state still is the
-    /// `observed` one (an `ACTIVE` state read before its lock was found free):
-    /// clears its bit everywhere, drops its pin, wakes writers. Returns
-    /// whether this call freed it.
+    /// `observed` one: `ACTIVE` (read before its lock was found free), or
+    /// `RECLAIMING` left by a reaper that died (the caller holds the entry's
+    /// lock, so no other reaper is at it): clears its bit everywhere, drops
+    /// its pin, wakes writers. Every step may be redone. Returns whether
+    /// this call freed it.
     pub fn reap_reader(&self, r: u8, observed: u32) -> bool {
         let Some(e) = self.readers.get(usize::from(r)).filter(|_| u32::from(r) < self.geo.max_readers) else { return false };
-        if entry_kind(observed) != ENTRY_ACTIVE || e.state.compare_exchange(observed, (observed & !ENTRY_KIND) | ENTRY_RECLAIMING, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+        let reclaiming = (observed & !ENTRY_KIND) | ENTRY_RECLAIMING;
+        if !matches!(entry_kind(observed), ENTRY_ACTIVE | ENTRY_RECLAIMING) || e.state.compare_exchange(observed, reclaiming, Ordering::SeqCst, Ordering::Relaxed).is_err() {
             return false;
         }
         let _ = self.disconnect(r);
@@ -631,9 +662,12 @@ impl<P: Parker> RingView<'_, P> {
     /// past the skipped sequences; a half-written sample is never delivered.
     /// `claimed_by_other(s)`: whether another writer entry in use records
     /// `s` as its claim (read with Acquire). Returns how many sequences were
-    /// skipped.
-    pub fn skip_loans_of(&self, w: u8, claiming: Option<u64>, claimed_by_other: &dyn Fn(u64) -> bool) -> u32 {
+    /// skipped, and whether an unstamped claim had to be left for later (a
+    /// writer in use records it too; the caller keeps the dead entry so a
+    /// later reap tries again).
+    pub fn skip_loans_of(&self, w: u8, claiming: Option<u64>, claimed_by_other: &dyn Fn(u64) -> bool) -> (u32, bool) {
         let mut skipped = 0;
+        let mut deferred = false;
         for i in 0..self.geo.slot_count {
             let slot = self.slots.get(i);
             let st = slot.stamp.load(Ordering::Acquire);
@@ -652,14 +686,18 @@ impl<P: Parker> RingView<'_, P> {
             // still shows `s` (then leave it) or has moved on, in which case
             // its stamp of `s` is visible and the CAS below fails. Otherwise
             // nobody alive owns `s`: void it.
+            // An unstamped claim is never more than N behind `write_seq`:
+            // a writer one lap ahead finds its slot two laps behind and
+            // stops (`reserve`). (This also keeps a "nothing claimed yet"
+            // value far from `write_seq` from looking like a claim.)
             let (_, slot) = self.slot_of(s);
-            let claimed = dist(self.ctrl.write_seq.0.load(Ordering::SeqCst), s) > 0;
-            if claimed && !claimed_by_other(s) {
-                let st = slot.stamp.load(Ordering::Acquire);
-                if seq_diff(st, s) == -i64::from(self.geo.slot_count)
-                    && stamp_state(st) != LOANED
-                    && slot.stamp.compare_exchange(st, stamp(s, SKIPPED), Ordering::SeqCst, Ordering::Relaxed).is_ok()
-                {
+            let behind = dist(self.ctrl.write_seq.0.load(Ordering::SeqCst), s);
+            let st = slot.stamp.load(Ordering::Acquire);
+            let unstamped = behind > 0 && behind <= i64::from(self.geo.slot_count) && seq_diff(st, s) == -i64::from(self.geo.slot_count) && stamp_state(st) != LOANED;
+            if unstamped {
+                if claimed_by_other(s) {
+                    deferred = true;
+                } else if slot.stamp.compare_exchange(st, stamp(s, SKIPPED), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
                     skipped += 1;
                 }
             }
@@ -668,7 +706,7 @@ impl<P: Parker> RingView<'_, P> {
             self.notify_data();
             self.notify_space();
         }
-        skipped
+        (skipped, deferred)
     }
 
     /// The sequence reader `r` waits at, when it waits on a loan or a claim
@@ -751,7 +789,7 @@ impl<P: Parker> RingView<'_, P> {
             if drop_oldest {
                 // Already pinned by an earlier call for this very sequence?
                 let p = e.pinned.load(Ordering::Relaxed);
-                if p != (c << 1) | 1 {
+                if p != (c << 2) | PIN_HELD {
                     if stamp_pins(st) >= PINS_MASK {
                         return Err(SlotError::Corrupt { what: "slot pin count", value: stamp_pins(st), limit: PINS_MASK - 1 });
                     }
@@ -760,11 +798,14 @@ impl<P: Parker> RingView<'_, P> {
                     // entries naming a slot never undercount its pins; a
                     // reaper removes only pins nobody names (`reap_pins`).
                     // The CAS (Release) orders this store before the pin.
-                    e.pinned.store((c << 1) | 1, Ordering::Relaxed);
+                    e.pinned.store((c << 2) | PIN_NAMED, Ordering::Relaxed);
                     if slot.stamp.compare_exchange(st, st + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
                         e.pinned.store(0, Ordering::Relaxed);
                         continue; // changed under us: look again
                     }
+                    // The pin exists: whoever disconnects us removes exactly
+                    // this one pin, no counting needed.
+                    e.pinned.store((c << 2) | PIN_HELD, Ordering::Relaxed);
                     if slot.pending.load(Ordering::Acquire) & bit == 0 {
                         self.unpin(c);
                         e.pinned.store(0, Ordering::Relaxed);
@@ -847,7 +888,7 @@ impl<P: Parker> RingView<'_, P> {
         if seq_diff(st, seq) != 0 || stamp_state(st) != COMMITTED {
             return Err(SlotError::NotHeld { reader: r, seq, expected: c });
         }
-        if self.geo.policy == OverflowPolicy::DropOldest && e.pinned.load(Ordering::Relaxed) == (seq << 1) | 1 {
+        if self.geo.policy == OverflowPolicy::DropOldest && e.pinned.load(Ordering::Relaxed) == (seq << 2) | PIN_HELD {
             // Unpin, then stop naming the slot (see "pin intent").
             self.unpin(seq);
             e.pinned.store(0, Ordering::Release);

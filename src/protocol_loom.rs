@@ -624,7 +624,7 @@ fn loom_dead_writer_unstamped_claim_is_voided() {
         let writer = spawn_live_writer(&h, &live_claim, 2);
         let reader = spawn_consumer(&h, r, 2);
         // The reaper (its kernel lock says the writer is dead).
-        assert_eq!(h.view().skip_loans_of(0, Some(claiming), &|s| live_claim.load(Ordering::Acquire) == s), 1);
+        assert_eq!(h.view().skip_loans_of(0, Some(claiming), &|s| live_claim.load(Ordering::Acquire) == s), (1, false));
         let written = writer.join().unwrap();
         assert_eq!(written, vec![1, 2]);
         assert_eq!(reader.join().unwrap(), written);
@@ -646,7 +646,7 @@ fn loom_reaper_never_voids_a_live_claim() {
         let reaper = {
             let h = h.clone();
             let live_claim = live_claim.clone();
-            thread::spawn(move || h.view().skip_loans_of(0, Some(0), &|s| live_claim.load(Ordering::Acquire) == s))
+            thread::spawn(move || h.view().skip_loans_of(0, Some(0), &|s| live_claim.load(Ordering::Acquire) == s).0)
         };
         assert_eq!(reaper.join().unwrap(), 0, "a live writer's claim was voided");
         let written = writer.join().unwrap();
@@ -675,7 +675,7 @@ fn loom_dead_writer_loan_is_skipped() {
         let live_claim = Arc::new(AtomicU64::new(u64::MAX));
         let writer = spawn_live_writer(&h, &live_claim, 2);
         let reader = spawn_consumer(&h, r, 2);
-        assert_eq!(h.view().skip_loans_of(0, None, &|_| false), 1);
+        assert_eq!(h.view().skip_loans_of(0, None, &|_| false), (1, false));
         let written = writer.join().unwrap();
         assert_eq!(written, vec![1, 2]);
         assert_eq!(reader.join().unwrap(), written, "the dead writer's loan was delivered, or order broke");

@@ -23,6 +23,8 @@ use shmslot::{
 
 // ───────────────────────────── layout (src/posix/layout.rs) ─────────────────────────────
 
+/// The segment layout version these offsets describe.
+const LAYOUT_VERSION: u32 = 2;
 const OFF_MAGIC: u64 = 0;
 const OFF_VERSION: u64 = 8;
 const OFF_INIT: u64 = 12;
@@ -89,7 +91,7 @@ const COMMITTED: u64 = 1;
 #[allow(clippy::too_many_arguments)]
 fn geometry_crc(slot_count: u32, capacity: u32, stride: u32, max_readers: u32, max_writers: u32, policy: u32, hash: [u32; 4], total: u64) -> u32 {
     let mut b = Vec::with_capacity(52);
-    for v in [1, slot_count, capacity, stride, max_readers, max_writers, policy] {
+    for v in [LAYOUT_VERSION, slot_count, capacity, stride, max_readers, max_writers, policy] {
         b.extend_from_slice(&u32::to_le_bytes(v));
     }
     for v in hash {
@@ -233,10 +235,10 @@ fn wrong_magic() {
 
 #[test]
 fn wrong_version() {
-    let (err, path) = corrupted_attach("version", |seg, _| seg.set_u32(OFF_VERSION, 2));
-    assert_invalid(err, &path, ValidationError::VersionMismatch { found: 2, expected: 1 });
-    let (err, path) = corrupted_attach("version", |seg, _| seg.set_u32(OFF_VERSION, 0));
-    assert_invalid(err, &path, ValidationError::VersionMismatch { found: 0, expected: 1 });
+    for v in [LAYOUT_VERSION - 1, LAYOUT_VERSION + 1, 0] {
+        let (err, path) = corrupted_attach("version", |seg, _| seg.set_u32(OFF_VERSION, v));
+        assert_invalid(err, &path, ValidationError::VersionMismatch { found: v, expected: LAYOUT_VERSION });
+    }
 }
 
 #[test]
@@ -697,7 +699,8 @@ impl Garbage {
             put(image, e + 8, &cursor.to_le_bytes());
             let pinned = match (self.corrupt(), self.rng.below(2)) {
                 (false, _) => 0,
-                (true, 0) => (self.seq_near(write_seq) << 1) | 1,
+                // A plausible name of a slot: `seq << 2 | 1` (named) or `| 3` (held).
+                (true, 0) => (self.seq_near(write_seq) << 2) | self.rng.pick(&[1, 3]),
                 (true, _) => self.rng.next(),
             };
             put(image, e + 16, &pinned.to_le_bytes());

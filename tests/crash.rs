@@ -59,6 +59,13 @@ fn crash_child_entry() {
         "writer-state-first" => writer_child(&flink, true),
         "holder" => holder_child(&flink),
         "stopper" => stopper_child(&flink),
+        "full-writer" => {
+            // Claims a writer entry on a full ring (no sequence claimed).
+            let ring = PosixSlotAllocator::attach(&flink).expect("attach");
+            assert_eq!(ring.reserve_slot(ALL_READERS), Err(SlotError::NoFreeSlot));
+            say("READY");
+            std::thread::sleep(Duration::from_secs(120));
+        }
         "creator" => {
             let ring = PosixSlotAllocator::builder(8, 64).create(&flink).expect("create");
             say(&format!("READY {}", ring.segment_path().display()));
@@ -745,4 +752,43 @@ fn sequence_and_futex_generation_wrap_a_million_commits() {
     drop(reader);
     drop(peer);
     drop(ring);
+}
+
+/// A writer that never claimed a sequence (its first reservation found the
+/// ring full) is killed: reaping it touches no sample (its "nothing claimed
+/// yet" record is not a claim), the reader gets every sample, and the ring
+/// keeps working. (Found by review: the record used to look like a claim of
+/// the next sequence, whose void destroyed an unread sample and wedged the
+/// ring.)
+#[test]
+fn dead_writer_that_never_claimed_leaves_the_ring_intact() {
+    let dir = TestDir::new("neverclaimed");
+    let flink = dir.flink("ring");
+    let ring = PosixSlotAllocator::builder(4, 64).create(&flink).unwrap();
+    let done = watchdog("never claimed", Duration::from_secs(60));
+    let r = ring.register_reader().unwrap();
+    for i in 0..4u8 {
+        let h = ring.reserve_slot(ALL_READERS).unwrap();
+        ring.commit_slot(h, &[i]).unwrap();
+    }
+    let mut p = Proc::spawn("full-writer", &flink, &[]);
+    p.expect("READY");
+    p.kill();
+    let reaped = ring.reap_dead();
+    assert_eq!((reaped.writers, reaped.skipped), (1, 0), "{reaped:?}");
+    let mut got = Vec::new();
+    while let Some(h) = ring.next_unread_slot(r).unwrap() {
+        got.push(ring.read_slot(h).unwrap().1[0]);
+        ring.mark_read(h, r).unwrap();
+    }
+    assert_eq!(got, vec![0, 1, 2, 3], "a sample was lost");
+    for i in 4..12u8 {
+        let h = ring.reserve_slot(ALL_READERS).expect("the ring is wedged");
+        ring.commit_slot(h, &[i]).unwrap();
+        let h = ring.next_unread_slot(r).unwrap().unwrap();
+        assert_eq!(ring.read_slot(h).unwrap().1[0], i);
+        ring.mark_read(h, r).unwrap();
+    }
+    ring.unregister_reader(r).unwrap();
+    done.store(true, Ordering::Relaxed);
 }

@@ -32,8 +32,9 @@ use crate::sync::{AtomicU32, AtomicU64};
 
 /// "SHMSLOT1", little-endian.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMSLOT1");
-/// Bumped on every incompatible layout change.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// Bumped on every incompatible layout change. 2: liveness locks, writer
+/// index in `LOANED` stamps, entry epochs, `WriterEntry::claiming`.
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 /// `init_state` while the creator is still writing the segment.
 pub(crate) const INIT_CREATING: u32 = 0;
 /// `init_state` once the segment is ready ("RDY!").

@@ -139,12 +139,17 @@ impl PosixSlotAllocatorBuilder {
 
     /// Creates the segment and its flink file. A bare name (no `/`) is put in
     /// the discovery directory; a path is used as given (its directory must be
-    /// ours and not group/other writable).
+    /// ours and not group/other writable). A stale segment already published
+    /// there (creator dead, nobody attached) is removed first.
     ///
     /// # Errors
-    /// [`OpenError::Config`] for an out-of-range option, [`OpenError::Exists`]
-    /// when the flink file exists, [`OpenError::Unsafe`] for an unsafe
-    /// directory, [`OpenError::Io`] for system errors.
+    /// [`OpenError::Config`] for an out-of-range option; [`OpenError::InUse`]
+    /// when a live segment is published there; [`OpenError::Exists`] when
+    /// something that is not a removable flink file is there (a planted
+    /// link, a foreign or corrupt file), or another creator published first;
+    /// [`OpenError::Unsafe`] for an unsafe directory; [`OpenError::Io`] for
+    /// system errors (`WouldBlock`: another process is removing the stale
+    /// segment there right now).
     pub fn create(self, flink_path: impl AsRef<Path>) -> Result<PosixSlotAllocator, OpenError> {
         PosixSlotAllocator::create_with(self, flink_path.as_ref())
     }
@@ -171,11 +176,13 @@ impl PosixSlotAllocatorBuilder {
 /// * a segment whose creator died and that nobody is attached to is stale:
 ///   the next `create` of the same flink path reclaims it, as does
 ///   `flink clean`; the last handle to leave a dead creator's segment
-///   removes it.
+///   removes it (two last handles leaving at the same instant may both see
+///   the other and leave it stale, for the next `create` or `clean`).
 ///
 /// Locks are held through a descriptor that is closed on `exec` but shared
 /// with a `fork`ed child: a child forked without `exec` keeps its parent's
-/// participants alive until it exits.
+/// participants alive until it exits. Such a child must not use the
+/// parent's handles (attach its own); dropping a copied handle only unmaps.
 pub struct PosixSlotAllocator {
     map: MmapRaw,
     /// The object, mapped; liveness tests go through this descriptor.
@@ -209,6 +216,9 @@ pub struct PosixSlotAllocator {
     idle_polls: AtomicU32,
     /// See `RingView::cursor_floor`.
     cursor_floor: AtomicU64,
+    /// The process that opened this handle: a copy in a `fork`ed child only
+    /// unmaps on drop (its locks and entries are the parent's).
+    pid: u32,
 }
 
 // SAFETY: the pointers point into `map`, which lives as long as `self`; all
@@ -298,6 +308,9 @@ impl PosixSlotAllocator {
             match status::reclaim(&flink_path) {
                 Ok(status::Reclaim::Removed { .. } | status::Reclaim::Gone) => {}
                 Ok(status::Reclaim::Live { creator_pid }) => return Err(OpenError::InUse { path: flink_path, creator_pid }),
+                Ok(status::Reclaim::Busy) => {
+                    return Err(OpenError::Io { op: "reclaim (another process is removing the segment there)", path: flink_path, source: std::io::ErrorKind::WouldBlock.into() })
+                }
                 Err(OpenError::Io { source, .. }) if source.kind() != std::io::ErrorKind::NotFound => {
                     return Err(OpenError::Io { op: "reclaim existing flink file", path: flink_path, source })
                 }
@@ -492,6 +505,7 @@ impl PosixSlotAllocator {
             next_write_check_ms: AtomicU64::new(0),
             idle_polls: AtomicU32::new(0),
             cursor_floor: AtomicU64::new(0),
+            pid: std::process::id(),
         }
     }
 
@@ -547,7 +561,7 @@ impl PosixSlotAllocator {
         let w = match self.claim_writer_entry() {
             Some(w) => w,
             None => {
-                self.reap_dead();
+                self.reap_dead_locked();
                 self.claim_writer_entry().ok_or(SlotError::WritersFull { max: self.info.max_writers })?
             }
         };
@@ -560,11 +574,12 @@ impl PosixSlotAllocator {
     fn claim_writer_entry(&self) -> Option<u8> {
         for (w, e) in self.writers().iter().enumerate() {
             let st = e.state.load(Ordering::Relaxed);
-            if entry_kind(st) != ENTRY_FREE || !lock::set(&self.locks, lock::Kind::Write, lock::WRITER_BASE + w as u64, 1).unwrap_or(false) {
+            let byte = lock::WRITER_BASE + w as u64;
+            if entry_kind(st) != ENTRY_FREE || !self.take_byte(byte) {
                 continue;
             }
             if e.state.compare_exchange(st, entry_next(st), Ordering::SeqCst, Ordering::Relaxed).is_err() {
-                let _ = lock::set(&self.locks, lock::Kind::Unlock, lock::WRITER_BASE + w as u64, 1);
+                self.drop_byte(byte);
                 continue;
             }
             e.pid.store(std::process::id(), Ordering::Relaxed);
@@ -585,32 +600,75 @@ impl PosixSlotAllocator {
     /// kernel locks, never by pids. Blocked calls and full rings do this on
     /// their own; call it to do it now.
     pub fn reap_dead(&self) -> Reaped {
+        let _g = self.lock_table.lock();
+        self.reap_dead_locked()
+    }
+
+    /// [`reap_dead`](Self::reap_dead), with `lock_table` held by the caller.
+    ///
+    /// A reaper holds a dead entry's lock byte while it frees the entry: the
+    /// lock says "someone is at it" to other reapers, and a reaper that dies
+    /// midway leaves the entry `RECLAIMING` with its lock free again, so the
+    /// next reaper finishes the job (every step may be redone).
+    fn reap_dead_locked(&self) -> Reaped {
         let ring = self.ring();
         let mut out = Reaped::default();
+        let in_use = |st: u32| matches!(entry_kind(st), ENTRY_ACTIVE | ENTRY_RECLAIMING);
         for (r, e) in ring.readers.iter().enumerate() {
-            let st = e.state.load(Ordering::SeqCst);
-            if entry_kind(st) == ENTRY_ACTIVE && !lock::alive(&self.file, lock::READER_BASE + r as u64) && ring.reap_reader(r as u8, st) {
+            let byte = lock::READER_BASE + r as u64;
+            if !in_use(e.state.load(Ordering::SeqCst)) || lock::alive(&self.file, byte) || !self.take_byte(byte) {
+                continue;
+            }
+            // Ours now: an ACTIVE entry's owner holds it for life, so the
+            // owner is dead (or a reaper before us died).
+            if ring.reap_reader(r as u8, e.state.load(Ordering::SeqCst)) {
                 out.readers += 1;
             }
+            self.drop_byte(byte);
         }
-        for (w, e) in self.writers().iter().enumerate() {
+        let writers = self.writers();
+        for (w, e) in writers.iter().enumerate() {
+            let byte = lock::WRITER_BASE + w as u64;
+            if !in_use(e.state.load(Ordering::SeqCst)) || lock::alive(&self.file, byte) || !self.take_byte(byte) {
+                continue;
+            }
             let st = e.state.load(Ordering::SeqCst);
-            if entry_kind(st) != ENTRY_ACTIVE || lock::alive(&self.file, lock::WRITER_BASE + w as u64) {
-                continue;
-            }
             let reclaiming = (st & !3) | ENTRY_RECLAIMING;
-            if e.state.compare_exchange(st, reclaiming, Ordering::SeqCst, Ordering::Relaxed).is_err() {
-                continue;
-            }
-            let writers = self.writers();
-            let claimed_by_other = |s: u64| {
-                writers.iter().enumerate().any(|(o, e)| o != w && entry_kind(e.state.load(Ordering::SeqCst)) == ENTRY_ACTIVE && e.claiming.load(Ordering::Acquire) == s)
+            let taken = match entry_kind(st) {
+                ENTRY_ACTIVE => e.state.compare_exchange(st, reclaiming, Ordering::SeqCst, Ordering::Relaxed).is_ok(),
+                kind => kind == ENTRY_RECLAIMING,
             };
-            out.skipped += ring.skip_loans_of(w as u8, Some(e.claiming.load(Ordering::SeqCst)), &claimed_by_other);
-            e.state.store(st & !3, Ordering::SeqCst);
-            out.writers += 1;
+            if taken {
+                // A claim another *live* writer records may be that writer's
+                // own (see `skip_loans_of`).
+                let claimed_by_other = |s: u64| {
+                    writers.iter().enumerate().any(|(o, x)| {
+                        o != w && in_use(x.state.load(Ordering::SeqCst)) && x.claiming.load(Ordering::Acquire) == s && lock::alive(&self.file, lock::WRITER_BASE + o as u64)
+                    })
+                };
+                let (skipped, deferred) = ring.skip_loans_of(w as u8, Some(e.claiming.load(Ordering::SeqCst)), &claimed_by_other);
+                out.skipped += skipped;
+                if deferred {
+                    // Keep the dead entry (and its claim) for a later reap.
+                    e.state.store((st & !3) | ENTRY_ACTIVE, Ordering::SeqCst);
+                } else {
+                    e.state.store(st & !3, Ordering::SeqCst);
+                    out.writers += 1;
+                }
+            }
+            self.drop_byte(byte);
         }
         out
+    }
+
+    /// Takes a lock byte on this handle's descriptor (`lock_table` held).
+    fn take_byte(&self, byte: u64) -> bool {
+        lock::set(&self.locks, lock::Kind::Write, byte, 1).unwrap_or(false)
+    }
+
+    /// Drops a lock byte this handle took (`lock_table` held).
+    fn drop_byte(&self, byte: u64) {
+        let _ = lock::set(&self.locks, lock::Kind::Unlock, byte, 1);
     }
 
     /// Whether anyone can still write: the creator or a writer entry's owner
@@ -705,13 +763,18 @@ impl std::fmt::Debug for PosixSlotAllocator {
 
 impl Drop for PosixSlotAllocator {
     fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A `fork`ed copy: the entries, locks and segment are the
+            // parent's. Only unmap.
+            return;
+        }
         let ring = self.ring();
         let w = self.writer.load(Ordering::Relaxed);
         if w != NO_WRITER {
             // Loans a caller never committed nor discarded must not block
             // readers: skip them, then free the entry, then its lock.
             let e = &self.writers()[w as usize];
-            ring.skip_loans_of(w as u8, None, &|_| false);
+            let _ = ring.skip_loans_of(w as u8, None, &|_| false);
             let st = e.state.load(Ordering::SeqCst);
             if entry_kind(st) == ENTRY_ACTIVE {
                 let _ = e.state.compare_exchange(st, st & !3, Ordering::SeqCst, Ordering::Relaxed);
@@ -824,14 +887,14 @@ impl SlotBackend for PosixSlotAllocator {
                 // taking it again would succeed on our own descriptor.
                 false
             } else if take {
-                lock::set(&self.locks, lock::Kind::Write, byte, 1).unwrap_or(false)
+                self.take_byte(byte)
             } else {
-                let _ = lock::set(&self.locks, lock::Kind::Unlock, byte, 1);
+                self.drop_byte(byte);
                 true
             }
         };
         let r = match ring.register_with(std::process::id(), &mut lock) {
-            Err(SlotError::ReadersFull { .. }) if self.reap_dead().readers > 0 => ring.register_with(std::process::id(), &mut lock)?,
+            Err(SlotError::ReadersFull { .. }) if self.reap_dead_locked().readers > 0 => ring.register_with(std::process::id(), &mut lock)?,
             other => other?,
         };
         self.my_readers.fetch_or(1 << r, Ordering::Relaxed);
@@ -843,7 +906,7 @@ impl SlotBackend for PosixSlotAllocator {
         self.ring().unregister(reader_index)?;
         let bit = 1u64.checked_shl(u32::from(reader_index)).unwrap_or(0);
         if self.my_readers.fetch_and(!bit, Ordering::Relaxed) & bit != 0 {
-            let _ = lock::set(&self.locks, lock::Kind::Unlock, lock::READER_BASE + u64::from(reader_index), 1);
+            self.drop_byte(lock::READER_BASE + u64::from(reader_index));
         }
         Ok(())
     }

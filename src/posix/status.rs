@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::MmapOptions;
 
-use super::layout::{Layout, SegmentHeader, WriterEntry, CONTROL_OFFSET, READERS_OFFSET};
+use super::layout::{Layout, WriterEntry, CONTROL_OFFSET, READERS_OFFSET};
 use super::validate::{validate, SegmentInfo};
 use super::{flink, lock, shm};
 use crate::error::{OpenError, ValidationError};
@@ -221,7 +221,7 @@ pub fn inspect(flink_path: &Path) -> Result<SegmentStatus, OpenError> {
     }
     let size = md.len();
     let invalid = |error| OpenError::Invalid { path: shm_path.clone(), error };
-    if size < std::mem::size_of::<SegmentHeader>() as u64 {
+    if size < READERS_OFFSET as u64 {
         return Err(invalid(ValidationError::Truncated { size, needed: READERS_OFFSET as u64 }));
     }
     if size > super::layout::MAX_TOTAL {
@@ -277,6 +277,9 @@ pub enum Reclaim {
     /// The flink file disappeared or was replaced meanwhile (another remover
     /// got there first); nothing was touched.
     Gone,
+    /// Another remover held the flink file for longer than we wait (2 s);
+    /// nothing was touched.
+    Busy,
 }
 
 /// Removes the segment behind `flink_path` if it is stale: its creator is
@@ -303,7 +306,7 @@ fn reclaim_impl(flink_path: &Path, dry_run: bool) -> Result<Reclaim, OpenError> 
     let claim = match flink::claim(flink_path)? {
         Ok(c) => c,
         Err(flink::Unclaimed::Gone) => return Ok(Reclaim::Gone),
-        Err(flink::Unclaimed::Busy) => return Ok(Reclaim::Live { creator_pid: 0 }),
+        Err(flink::Unclaimed::Busy) => return Ok(Reclaim::Busy),
     };
     let name = claim.info.segment_name.clone();
     let creator_pid = claim.info.creator_pid;
@@ -384,7 +387,8 @@ pub fn clean(dir: &Path, dry_run: bool) -> Result<Vec<CleanEntry>, OpenError> {
                 _ => reclaim_impl(&e.path, dry_run).map(|r| match r {
                     Reclaim::Removed { segment_name, object_existed } => CleanOutcome::Removed { segment_name, object_existed },
                     Reclaim::Live { .. } => CleanOutcome::Live,
-                    Reclaim::Gone => CleanOutcome::Gone,
+                    // Another remover is at it: for this cleaner it is gone.
+                    Reclaim::Gone | Reclaim::Busy => CleanOutcome::Gone,
                 }),
             };
             CleanEntry { path: e.path, outcome }
