@@ -25,12 +25,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::io::Write;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::family::{Family, Fields};
 use common::{assert_unlinked, mix, TestDir};
 use shmslot::{Loan, OverflowPolicy, PosixSlotAllocator, Reader, SlotBackend};
 
@@ -258,190 +257,6 @@ fn writer_child(deadline: Instant) {
 
 // ───────────────────────────── parent side ─────────────────────────────
 
-struct Proc {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stderr: Arc<Mutex<String>>,
-    status: Option<std::process::ExitStatus>,
-}
-
-/// The children of one scenario; killed (and reaped) on drop unless they
-/// exited, so a failing test leaves nothing running.
-struct Family {
-    procs: Vec<Proc>,
-    lines: mpsc::Receiver<(usize, String)>,
-    lines_tx: mpsc::Sender<(usize, String)>,
-    /// Everything each child printed to stdout.
-    stdout: Vec<Vec<String>>,
-    deadline: Instant,
-}
-
-impl Family {
-    fn new() -> Self {
-        let (lines_tx, lines) = mpsc::channel();
-        Self { procs: Vec::new(), lines, lines_tx, stdout: Vec::new(), deadline: Instant::now() + SCENARIO_TIMEOUT }
-    }
-
-    fn spawn(&mut self, name: &str, vars: &[(&str, String)]) -> usize {
-        let mut cmd = common::child_command(CHILD_TEST);
-        cmd.env(ROLE, if name.starts_with("writer") { "writer" } else { "reader" })
-            .env(DEADLINE_MS, self.deadline.saturating_duration_since(Instant::now()).as_millis().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn child process");
-        let id = self.procs.len();
-        let out = child.stdout.take().unwrap();
-        let tx = self.lines_tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((id, line)).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (mut err, sink) = (child.stderr.take().unwrap(), stderr.clone());
-        std::thread::spawn(move || {
-            let mut buf = String::new();
-            let _ = err.read_to_string(&mut buf);
-            sink.lock().unwrap().push_str(&buf);
-        });
-        let stdin = child.stdin.take();
-        self.procs.push(Proc { name: name.to_owned(), child, stdin, stderr, status: None });
-        self.stdout.push(Vec::new());
-        id
-    }
-
-    fn drain(&mut self) {
-        while let Ok((id, line)) = self.lines.try_recv() {
-            self.stdout[id].push(line);
-        }
-    }
-
-    fn diagnostics(&mut self) -> String {
-        std::thread::sleep(Duration::from_millis(100)); // let the pipes drain
-        self.drain();
-        let mut s = String::new();
-        for (i, p) in self.procs.iter_mut().enumerate() {
-            let status = p.status.or_else(|| p.child.try_wait().ok().flatten());
-            s += &format!("\n── {} (pid {}, status {:?}) stdout:\n{}\n── stderr:\n{}", p.name, p.child.id(), status, self.stdout[i].join("\n"), p.stderr.lock().unwrap());
-        }
-        s
-    }
-
-    fn fail(&mut self, what: &str) -> ! {
-        self.kill_all();
-        let d = self.diagnostics();
-        panic!("{what}{d}");
-    }
-
-    /// Waits for a `SHMSLOT-READY` line from child `id`; returns its argument.
-    fn wait_ready(&mut self, id: usize) -> String {
-        let limit = Instant::now() + STALL;
-        loop {
-            if let Some(r) = self.stdout[id].iter().find_map(|l| l.find("SHMSLOT-READY ").map(|p| l[p + 14..].trim().to_owned())) {
-                return r;
-            }
-            if let Ok(Some(st)) = self.procs[id].child.try_wait() {
-                self.procs[id].status = Some(st);
-                let name = self.procs[id].name.clone();
-                self.fail(&format!("{name} exited ({st}) before it was ready"));
-            }
-            if Instant::now() > limit {
-                let name = self.procs[id].name.clone();
-                self.fail(&format!("{name} not ready after {STALL:?}"));
-            }
-            if let Ok((i, line)) = self.lines.recv_timeout(Duration::from_millis(20)) {
-                self.stdout[i].push(line);
-            }
-        }
-    }
-
-    fn go(&mut self, id: usize) {
-        let stdin = self.procs[id].stdin.as_mut().unwrap();
-        stdin.write_all(b"go\n").and_then(|()| stdin.flush()).expect("send go");
-    }
-
-    /// Waits for every child to exit successfully; returns each one's
-    /// `SHMSLOT-RESULT` fields.
-    fn wait_all(&mut self) -> Vec<Fields> {
-        loop {
-            let mut running = false;
-            for i in 0..self.procs.len() {
-                if self.procs[i].status.is_some() {
-                    continue;
-                }
-                match self.procs[i].child.try_wait() {
-                    Ok(Some(st)) => {
-                        self.procs[i].status = Some(st);
-                        if !st.success() {
-                            let name = self.procs[i].name.clone();
-                            self.fail(&format!("{name} failed: {st}"));
-                        }
-                    }
-                    Ok(None) => running = true,
-                    Err(e) => self.fail(&format!("waiting for a child: {e}")),
-                }
-            }
-            if !running {
-                break;
-            }
-            if Instant::now() > self.deadline {
-                self.fail(&format!("scenario not finished after {SCENARIO_TIMEOUT:?}"));
-            }
-            if let Ok((i, line)) = self.lines.recv_timeout(Duration::from_millis(20)) {
-                self.stdout[i].push(line);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        self.drain();
-        // The reader threads end at EOF: wait until each child's result line is in.
-        let limit = Instant::now() + Duration::from_secs(10);
-        let mut results = Vec::new();
-        for i in 0..self.procs.len() {
-            loop {
-                let found = self.stdout[i].iter().find_map(|l| l.find("SHMSLOT-RESULT ").map(|p| l[p + 15..].to_owned()));
-                if let Some(r) = found {
-                    results.push(r.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect());
-                    break;
-                }
-                if Instant::now() > limit {
-                    let name = self.procs[i].name.clone();
-                    self.fail(&format!("{name} exited without a result line"));
-                }
-                if let Ok((j, line)) = self.lines.recv_timeout(Duration::from_millis(20)) {
-                    self.stdout[j].push(line);
-                }
-            }
-        }
-        results
-    }
-
-    fn kill_all(&mut self) {
-        for p in &mut self.procs {
-            if p.status.is_none() {
-                let _ = p.child.kill(); // by pid: only our own children
-                p.status = p.child.wait().ok();
-            }
-        }
-    }
-}
-
-impl Drop for Family {
-    fn drop(&mut self) {
-        self.kill_all();
-    }
-}
-
-/// The `k=v` fields of a child's result line.
-type Fields = HashMap<String, String>;
-
 fn num(r: &Fields, k: &str) -> u64 {
     r.get(k).unwrap_or_else(|| panic!("result {r:?} lacks {k}")).parse().unwrap_or_else(|e| panic!("result {k}: {e}"))
 }
@@ -461,6 +276,15 @@ struct Scenario<'a> {
 /// order) and the writer results.
 fn run(s: &Scenario<'_>) -> (Vec<Fields>, Vec<Fields>) {
     let mut fam = Family::new();
+    let deadline = Instant::now() + SCENARIO_TIMEOUT;
+    let child = |role: &str, vars: &[(&str, String)]| {
+        let mut cmd = common::child_command(CHILD_TEST);
+        cmd.env(ROLE, role).env(DEADLINE_MS, deadline.saturating_duration_since(Instant::now()).as_millis().to_string());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd
+    };
     let flink = s.ring.flink_path().to_str().unwrap().to_owned();
     let counts: Vec<String> = s.writers.iter().enumerate().map(|(i, c)| format!("{}:{c}", i + 1)).collect();
     let counts = counts.join(",");
@@ -471,13 +295,13 @@ fn run(s: &Scenario<'_>) -> (Vec<Fields>, Vec<Fields>) {
         .map(|(i, mode)| {
             fam.spawn(
                 &format!("reader{i}-{mode}"),
-                &[(FLINK, flink.clone()), (COUNTS, counts.clone()), (START_SEQ, s.start.to_string()), (MODE, (*mode).to_owned())],
+                child("reader", &[(FLINK, flink.clone()), (COUNTS, counts.clone()), (START_SEQ, s.start.to_string()), (MODE, (*mode).to_owned())]),
             )
         })
         .collect();
     let mut index_of = Vec::new();
     for &id in &reader_ids {
-        let r: u8 = fam.wait_ready(id).parse().expect("reader index");
+        let r: u8 = fam.wait_ready(id, STALL).parse().expect("reader index");
         index_of.push(r);
     }
     // Registration is visible in the segment before anything is written.
@@ -493,17 +317,20 @@ fn run(s: &Scenario<'_>) -> (Vec<Fields>, Vec<Fields>) {
         .map(|(i, c)| {
             fam.spawn(
                 &format!("writer{}", i + 1),
-                &[(FLINK, flink.clone()), (COUNTS, c.to_string()), (WRITER_ID, (i + 1).to_string()), (START_SEQ, s.start.to_string()), (PACE, pace.join(","))],
+                child(
+                    "writer",
+                    &[(FLINK, flink.clone()), (COUNTS, c.to_string()), (WRITER_ID, (i + 1).to_string()), (START_SEQ, s.start.to_string()), (PACE, pace.join(","))],
+                ),
             )
         })
         .collect();
     for &id in &writer_ids {
-        fam.wait_ready(id);
+        fam.wait_ready(id, STALL);
     }
     for &id in &writer_ids {
-        fam.go(id);
+        fam.send(id, "go");
     }
-    let mut results = fam.wait_all();
+    let mut results = fam.wait_all(deadline, &format!("scenario not finished after {SCENARIO_TIMEOUT:?}"));
     let writers = results.split_off(reader_ids.len());
     for (r, &idx) in results.iter().zip(&index_of) {
         assert_eq!(num(r, "index"), u64::from(idx));

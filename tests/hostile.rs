@@ -118,13 +118,11 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Stdio};
+use std::io::Write;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use common::family::{Family, Fields};
 use common::{assert_unlinked, fill, mix, sample_len, TestDir};
 use shmslot::{OverflowPolicy, PosixSlotAllocator, SlotBackend, SlotError, SlotHandle, ALL_READERS};
 
@@ -864,206 +862,6 @@ fn scribbler_child() {
 
 // ───────────────────────────── parent side ─────────────────────────────
 
-struct Proc {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stderr: Arc<Mutex<String>>,
-    status: Option<std::process::ExitStatus>,
-}
-
-/// The children of one run; killed (and reaped) on drop unless they exited,
-/// so a failing test leaves nothing running.
-struct Family {
-    procs: Vec<Proc>,
-    lines: mpsc::Receiver<(usize, String)>,
-    lines_tx: mpsc::Sender<(usize, String)>,
-    stdout: Vec<Vec<String>>,
-}
-
-impl Family {
-    fn new() -> Self {
-        let (lines_tx, lines) = mpsc::channel();
-        Self { procs: Vec::new(), lines, lines_tx, stdout: Vec::new() }
-    }
-
-    fn spawn(&mut self, name: &str, role: &str, vars: &[(&str, String)]) -> usize {
-        let mut cmd = common::child_command(CHILD_TEST);
-        cmd.env(ROLE, role).env("RUST_BACKTRACE", "1").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn child process");
-        let id = self.procs.len();
-        let out = child.stdout.take().unwrap();
-        let tx = self.lines_tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((id, line)).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (mut err, sink) = (child.stderr.take().unwrap(), stderr.clone());
-        std::thread::spawn(move || {
-            let mut buf = String::new();
-            let _ = err.read_to_string(&mut buf);
-            sink.lock().unwrap().push_str(&buf);
-        });
-        let stdin = child.stdin.take();
-        self.procs.push(Proc { name: name.to_owned(), child, stdin, stderr, status: None });
-        self.stdout.push(Vec::new());
-        id
-    }
-
-    fn pump(&mut self, wait: Duration) {
-        if let Ok((i, line)) = self.lines.recv_timeout(wait) {
-            self.stdout[i].push(line);
-        }
-        while let Ok((i, line)) = self.lines.try_recv() {
-            self.stdout[i].push(line);
-        }
-    }
-
-    /// Kernel-side state of a still running child: where each thread sleeps.
-    fn proc_state(pid: u32) -> String {
-        let mut s = String::new();
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return s };
-        for t in tasks.flatten() {
-            let p = t.path();
-            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
-            let wchan = std::fs::read_to_string(p.join("wchan")).unwrap_or_default();
-            let stack = std::fs::read_to_string(p.join("stack")).unwrap_or_default();
-            s += &format!("\n   task {}: {} wchan={wchan}\n{stack}", t.file_name().to_string_lossy(), stat.trim());
-        }
-        s
-    }
-
-    fn diagnostics(&mut self) -> String {
-        std::thread::sleep(Duration::from_millis(100)); // let the pipes drain
-        self.pump(Duration::ZERO);
-        let mut s = String::new();
-        for (i, p) in self.procs.iter_mut().enumerate() {
-            let status = p.status.or_else(|| p.child.try_wait().ok().flatten());
-            s += &format!(
-                "\n── {} (pid {}, status {:?}) stdout:\n{}\n── stderr:\n{}",
-                p.name,
-                p.child.id(),
-                status,
-                self.stdout[i].join("\n"),
-                p.stderr.lock().unwrap()
-            );
-        }
-        s
-    }
-
-    fn fail(&mut self, what: &str) -> ! {
-        // Where the running ones are stuck, before they are killed.
-        let mut stuck = String::new();
-        for p in &mut self.procs {
-            if p.status.is_none() && matches!(p.child.try_wait(), Ok(None)) {
-                stuck += &format!("\n── {} (pid {}) still running:{}", p.name, p.child.id(), Self::proc_state(p.child.id()));
-            }
-        }
-        self.kill_all();
-        let d = self.diagnostics();
-        panic!("{what}{stuck}{d}");
-    }
-
-    /// Waits for a `SHMSLOT-READY` line from child `id`; returns its argument.
-    fn wait_ready(&mut self, id: usize) -> String {
-        let limit = mono_ns() + nanos(READY_TIMEOUT);
-        loop {
-            if let Some(r) = self.stdout[id].iter().find_map(|l| l.find("SHMSLOT-READY ").map(|p| l[p + 14..].trim().to_owned())) {
-                return r;
-            }
-            if let Ok(Some(st)) = self.procs[id].child.try_wait() {
-                self.procs[id].status = Some(st);
-                let name = self.procs[id].name.clone();
-                self.fail(&format!("{name} exited ({st}) before it was ready"));
-            }
-            if mono_ns() > limit {
-                let name = self.procs[id].name.clone();
-                self.fail(&format!("{name} not ready after {READY_TIMEOUT:?}"));
-            }
-            self.pump(Duration::from_millis(20));
-        }
-    }
-
-    fn send(&mut self, id: usize, line: &str) {
-        let stdin = self.procs[id].stdin.as_mut().unwrap();
-        stdin.write_all(line.as_bytes()).and_then(|()| stdin.write_all(b"\n")).and_then(|()| stdin.flush()).expect("send to child");
-    }
-
-    /// Waits until every child exited with status 0, at most until
-    /// `deadline` (`CLOCK_MONOTONIC` ns); returns each one's result fields.
-    fn wait_all(&mut self, deadline: u64) -> Vec<Fields> {
-        loop {
-            let mut running = false;
-            for i in 0..self.procs.len() {
-                if self.procs[i].status.is_some() {
-                    continue;
-                }
-                match self.procs[i].child.try_wait() {
-                    Ok(Some(st)) => {
-                        self.procs[i].status = Some(st);
-                        if !st.success() {
-                            let name = self.procs[i].name.clone();
-                            self.fail(&format!("{name} failed: {st}"));
-                        }
-                    }
-                    Ok(None) => running = true,
-                    Err(e) => self.fail(&format!("waiting for a child: {e}")),
-                }
-            }
-            if !running {
-                break;
-            }
-            if mono_ns() > deadline {
-                self.fail(&format!("hang: children still running {HANG_GRACE:?} after their stop time"));
-            }
-            self.pump(Duration::from_millis(20));
-        }
-        let limit = mono_ns() + nanos(Duration::from_secs(10));
-        let mut results = Vec::new();
-        for i in 0..self.procs.len() {
-            loop {
-                let found = self.stdout[i].iter().find_map(|l| l.find("SHMSLOT-RESULT ").map(|p| l[p + 15..].to_owned()));
-                if let Some(r) = found {
-                    results.push(r.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect());
-                    break;
-                }
-                if mono_ns() > limit {
-                    let name = self.procs[i].name.clone();
-                    self.fail(&format!("{name} exited without a result line"));
-                }
-                self.pump(Duration::from_millis(20));
-            }
-        }
-        results
-    }
-
-    fn kill_all(&mut self) {
-        for p in &mut self.procs {
-            if p.status.is_none() {
-                let _ = p.child.kill(); // by pid: only our own children
-                p.status = p.child.wait().ok();
-            }
-        }
-    }
-}
-
-impl Drop for Family {
-    fn drop(&mut self) {
-        self.kill_all();
-    }
-}
-
-/// The `k=v` fields of a child's result line.
-type Fields = BTreeMap<String, String>;
-
 fn num(r: &Fields, k: &str) -> u64 {
     r.get(k).map_or(0, |v| v.parse().unwrap_or_else(|e| panic!("result {k}={v}: {e}")))
 }
@@ -1088,18 +886,22 @@ fn run(policy: OverflowPolicy, tag: &str) {
     let t0 = mono_ns();
 
     let mut fam = Family::new();
+    let child = |role: &str, vars: &[(&str, String)]| {
+        let mut cmd = common::child_command(CHILD_TEST);
+        cmd.env(ROLE, role).env("RUST_BACKTRACE", "1");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd
+    };
     let mut ids = Vec::new();
     for i in 0..READERS {
-        ids.push(fam.spawn(&format!("reader{i}"), "reader", &[(FLINK, flink.clone())]));
+        ids.push(fam.spawn(&format!("reader{i}"), child("reader", &[(FLINK, flink.clone())])));
     }
-    ids.push(fam.spawn("writer", "writer", &[(FLINK, flink.clone())]));
-    ids.push(fam.spawn(
-        "scribbler",
-        "scribbler",
-        &[(SEGMENT, segment.to_str().unwrap().to_owned()), (GEO, geo), (SEED, seed.to_string())],
-    ));
+    ids.push(fam.spawn("writer", child("writer", &[(FLINK, flink.clone())])));
+    ids.push(fam.spawn("scribbler", child("scribbler", &[(SEGMENT, segment.to_str().unwrap().to_owned()), (GEO, geo), (SEED, seed.to_string())])));
     for &id in &ids {
-        let r = fam.wait_ready(id);
+        let r = fam.wait_ready(id, READY_TIMEOUT);
         if id < READERS {
             let index: u8 = r.parse().expect("reader index");
             assert!(ring.reader_stats(index).is_ok(), "reader {index} not registered after READY");
@@ -1111,7 +913,9 @@ fn run(policy: OverflowPolicy, tag: &str) {
     for &id in &ids {
         fam.send(id, &format!("go {} {} {}", times.scribble_start, times.scribble_end, times.stop));
     }
-    let results = fam.wait_all(times.stop + nanos(HANG_GRACE));
+    // `mono_ns` is CLOCK_MONOTONIC, the clock of `Instant` on Linux.
+    let deadline = Instant::now() + Duration::from_nanos((times.stop + nanos(HANG_GRACE)).saturating_sub(mono_ns()));
+    let results = fam.wait_all(deadline, &format!("hang: children still running {HANG_GRACE:?} after their stop time"));
     let elapsed = Duration::from_nanos(mono_ns() - t0);
     eprintln!("{policy:?}: all children exited 0 after {elapsed:?} (scribbler seed {seed})");
     for (i, r) in results.iter().enumerate() {

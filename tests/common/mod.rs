@@ -2,6 +2,8 @@
 //! checked for leftovers) on drop.
 #![allow(dead_code)]
 
+pub mod family;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
