@@ -739,7 +739,12 @@ impl<P: Parker> RingView<'_, P> {
         let (_, slot) = self.slot_of(seq);
         let mut st = slot.stamp.load(Ordering::Relaxed);
         // Only a committed slot has pins (a loan's pin bits name its writer).
-        while seq_diff(st, seq) == 0 && stamp_state(st) == COMMITTED && stamp_pins(st) > 0 {
+        // Bounded: other readers' pins move the word a few times at most; a
+        // word that keeps changing is being scribbled on.
+        for _ in 0..1024 {
+            if seq_diff(st, seq) != 0 || stamp_state(st) != COMMITTED || stamp_pins(st) == 0 {
+                return;
+            }
             match slot.stamp.compare_exchange_weak(st, st - 1, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(now) => st = now,

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assert_unlinked, TestDir};
+use common::{assert_unlinked, Rng, TestDir};
 use shmslot::{
     Loan, OpenError, OverflowPolicy, PosixSlotAllocator, Reader, SlotBackend, SlotError, SlotHandle, ValidationError, ALL_READERS,
 };
@@ -620,24 +620,6 @@ fn unsafe_free_euid() -> u32 {
 }
 
 // ───────────────────────────── hostile garbage ─────────────────────────────
-
-/// xorshift64*: deterministic, seedable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len() as u64) as usize]
-    }
-}
 
 /// Hostile segment contents: a consistent ring state (every slot holding the
 /// sequence the protocol expects, readers active near `write_seq`) of which

@@ -123,7 +123,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::family::{Family, Fields};
-use common::{assert_unlinked, fill, mix, sample_len, TestDir};
+use common::{assert_unlinked, fill, mix, sample_len, Rng, TestDir};
 use shmslot::{OverflowPolicy, PosixSlotAllocator, SlotBackend, SlotError, SlotHandle, ALL_READERS};
 
 const CHILD_TEST: &str = "child_process_entry";
@@ -619,21 +619,6 @@ fn writer_child() {
 }
 
 // ───────────────────────────── scribbler ─────────────────────────────
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 const TARGETS: [&str; 12] =
     ["header", "write_seq", "registered", "futex_word", "reader_entry", "writer_entry", "control_any", "stamp", "pending", "len", "meta_any", "payload"];
