@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of shmslot: the workspace suite (unit, conformance,
-# cross-process, corrupt-segment, differential, allocation, flink) under
-# nextest, then the loom model of the ring protocol.
+# cross-process, crashes and kills, corrupt segments, hostile scribbler,
+# permissions, differential, allocation, flink CLI) under nextest, then the
+# loom models of the ring protocol.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== workspace tests (cargo nextest, release profile) =="
 cargo nextest run --workspace --release --no-fail-fast
 
-echo "== loom model of the ring protocol (--cfg loom) =="
+echo "== loom models of the ring protocol (--cfg loom) =="
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=2 \
     cargo test --release --lib -- loom
