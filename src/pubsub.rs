@@ -103,7 +103,7 @@ pub struct Sample<'a, B: SlotBackend + ?Sized> {
 }
 
 impl<'a, B: SlotBackend + ?Sized> Sample<'a, B> {
-    fn take(backend: &'a B, reader: u8, handle: SlotHandle) -> Result<Self, SlotError> {
+    pub(crate) fn take(backend: &'a B, reader: u8, handle: SlotHandle) -> Result<Self, SlotError> {
         let (ptr, len) = backend.slot_read_ptr(handle)?;
         Ok(Self { backend, handle, reader, ptr, len })
     }

@@ -622,7 +622,7 @@ fn set_recorded_pid(flink: &Path, pid: u32) {
     info.creator_pid = pid;
     let tmp = flink.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).unwrap();
-    f.write_all(&info.encode()).unwrap();
+    f.write_all(&info.encode().unwrap()).unwrap();
     std::fs::rename(&tmp, flink).unwrap();
 }
 

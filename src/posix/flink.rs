@@ -51,11 +51,18 @@ pub struct FlinkInfo {
 
 impl FlinkInfo {
     /// The 128 bytes of a flink file saying this (with its crc).
-    pub fn encode(&self) -> [u8; FLINK_SIZE] {
+    ///
+    /// # Errors
+    /// [`ValidationError::BadField`] for a segment name longer than 48
+    /// bytes (no such file could be decoded).
+    pub fn encode(&self) -> Result<[u8; FLINK_SIZE], ValidationError> {
+        let name = self.segment_name.as_bytes();
+        if name.len() > NAME_MAX {
+            return Err(ValidationError::BadField { field: "segment name length", value: name.len() as u64, expected: "at most 48 bytes" });
+        }
         let mut b = [0u8; FLINK_SIZE];
         b[0..8].copy_from_slice(FLINK_MAGIC);
         LittleEndian::write_u32(&mut b[8..], FLINK_VERSION);
-        let name = self.segment_name.as_bytes();
         LittleEndian::write_u32(&mut b[16..], name.len() as u32);
         b[20..20 + name.len()].copy_from_slice(name);
         LittleEndian::write_u32(&mut b[68..], self.slot_count);
@@ -66,7 +73,7 @@ impl FlinkInfo {
         LittleEndian::write_u64(&mut b[88..], self.created_unix_ms);
         let crc = crc32fast::hash(&b[16..]);
         LittleEndian::write_u32(&mut b[12..], crc);
-        b
+        Ok(b)
     }
 
     /// Decodes and checks a flink file's bytes.
@@ -182,6 +189,7 @@ pub(crate) fn check_dir(dir: &Path) -> Result<(), OpenError> {
 
 /// Writes `info` to `path`, failing if anything exists there.
 pub(crate) fn publish(path: &Path, info: &FlinkInfo) -> Result<(), OpenError> {
+    let bytes = info.encode().map_err(|error| OpenError::Invalid { path: path.to_owned(), error })?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".flink-tmp.{}.{:016x}", std::process::id(), super::shm::random_u64()));
     let mut f = OpenOptions::new()
@@ -191,7 +199,7 @@ pub(crate) fn publish(path: &Path, info: &FlinkInfo) -> Result<(), OpenError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)
         .map_err(|source| OpenError::Io { op: "create flink temp file", path: tmp.clone(), source })?;
-    let res = f.write_all(&info.encode()).map_err(|source| OpenError::Io { op: "write flink file", path: tmp.clone(), source }).and_then(|()| {
+    let res = f.write_all(&bytes).map_err(|source| OpenError::Io { op: "write flink file", path: tmp.clone(), source }).and_then(|()| {
         fs::hard_link(&tmp, path).map_err(|source| {
             if source.kind() == io::ErrorKind::AlreadyExists {
                 OpenError::Exists(path.to_owned())

@@ -17,7 +17,7 @@
 //!               │                                              │  pinned · received · lost
 //!               ├──────────────────────────────────────────────┤
 //!               │ WriterEntry × max_writers (64 B each)        │  state · pid · commits ·
-//!               │                                              │  claiming
+//!               │                                              │  claiming · dropped
 //!               ├──────────────────────────────────────────────┤  (64-aligned)
 //!  slots_offset │ slot 0: SlotMeta (32 B) │ payload (capacity) │ pad to 64
 //!               │ slot 1: …                stride = align64(32 + capacity)
@@ -82,6 +82,9 @@ pub(crate) struct WriterEntry {
     /// The `KeepAll` sequence this writer last tried to claim (see
     /// `RingView::reserve` and `skip_loans_of`).
     pub claiming: AtomicU64,
+    /// Samples this writer gave up on because the ring was full (display;
+    /// counted by a never-blocking sender, see `record_dropped`).
+    pub dropped: AtomicU64,
 }
 
 pub(crate) const HEADER_SIZE: usize = 128;
@@ -108,6 +111,7 @@ const _: () = {
     assert!(size_of::<ReaderEntry>() == ENTRY_SIZE);
     assert!(size_of::<WriterEntry>() == ENTRY_SIZE);
     assert!(offset_of!(WriterEntry, claiming) == 16);
+    assert!(offset_of!(WriterEntry, dropped) == 24);
     assert!(size_of::<SlotMeta>() == SLOT_META_SIZE);
     assert!(offset_of!(SlotMeta, stamp) == 0);
     assert!(offset_of!(SlotMeta, pending) == 8);

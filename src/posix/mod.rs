@@ -82,6 +82,7 @@ pub struct PosixSlotAllocatorBuilder {
     spin: Duration,
     start_seq: u64,
     start_generation: u32,
+    remove_on_drop: bool,
 }
 
 impl PosixSlotAllocatorBuilder {
@@ -125,6 +126,19 @@ impl PosixSlotAllocatorBuilder {
     #[must_use]
     pub fn start_seq(mut self, seq: u64) -> Self {
         self.start_seq = seq;
+        self
+    }
+
+    /// Whether dropping the creator's handle removes the segment (default
+    /// `true`: the creator owns it). With `false` the ring belongs to all
+    /// its participants: it stays while any handle is attached, and the last
+    /// handle to leave removes it — for a ring many processes share and any
+    /// of them may leave first, such as a domain-wide multicast ring. (Its
+    /// readers then get [`SlotError::WritersGone`] whenever no writer is
+    /// attached: the creator no longer vouches for future writes.)
+    #[must_use]
+    pub fn remove_on_drop(mut self, remove: bool) -> Self {
+        self.remove_on_drop = remove;
         self
     }
 
@@ -198,6 +212,9 @@ pub struct PosixSlotAllocator {
     flink_path: PathBuf,
     segment_name: String,
     owner: bool,
+    /// Created with `remove_on_drop(false)`: the creator leaves like any
+    /// attached handle (the last one out removes the segment).
+    shared: bool,
     spin: Duration,
     /// This handle's writer entry, `NO_WRITER` until its first reservation.
     writer: AtomicU32,
@@ -271,6 +288,7 @@ impl PosixSlotAllocator {
             spin: DEFAULT_SPIN,
             start_seq: 0,
             start_generation: 0,
+            remove_on_drop: true,
         }
     }
 
@@ -362,6 +380,7 @@ impl PosixSlotAllocator {
         // SAFETY: the mapping is `lay.total` bytes, page aligned, zero-filled
         // by ftruncate, and nobody else can know its name yet.
         let this = unsafe { Self::from_map(map, file, locks, info, flink_path.clone(), segment_name.clone(), true, b.spin) };
+        let remove_on_drop = b.remove_on_drop;
         let h = this.header();
         h.init_state.store(INIT_CREATING, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Relaxed);
@@ -406,12 +425,19 @@ impl PosixSlotAllocator {
             creator_pid: info.creator_pid,
             created_unix_ms: info.created_unix_ms,
         };
+        let mut this = this;
         if let Err(e) = flink::publish(&flink_path, &flink_info) {
             // `this` is the owner: dropping it would try to remove a flink
-            // file it never made. Unlink only the object.
-            let mut this = this;
+            // file it never made. Unlink only the object (nobody can have
+            // attached: nothing published its name).
             this.owner = false;
+            this.shared = false;
             return Err(cleanup(e));
+        }
+        if !remove_on_drop {
+            // From now on the last handle out removes it, the creator's too.
+            this.owner = false;
+            this.shared = true;
         }
         Ok(this)
     }
@@ -497,6 +523,7 @@ impl PosixSlotAllocator {
             flink_path,
             segment_name,
             owner,
+            shared: false,
             spin,
             writer: AtomicU32::new(NO_WRITER),
             lock_table: parking_lot::Mutex::new(()),
@@ -584,6 +611,7 @@ impl PosixSlotAllocator {
             }
             e.pid.store(std::process::id(), Ordering::Relaxed);
             e.commits.store(0, Ordering::Relaxed);
+            e.dropped.store(0, Ordering::Relaxed);
             // Nothing claimed yet: a sequence far from the ring.
             let ws = self.ring().ctrl.write_seq.0.load(Ordering::Relaxed);
             e.claiming.store(ws.wrapping_sub(1 << 62), Ordering::Relaxed);
@@ -739,9 +767,30 @@ impl PosixSlotAllocator {
         &self.info
     }
 
-    /// Whether dropping this handle removes the segment and flink file.
+    /// Whether dropping this handle removes the segment and flink file
+    /// (the creator's handle, unless created with
+    /// [`remove_on_drop(false)`](PosixSlotAllocatorBuilder::remove_on_drop)).
     pub fn is_owner(&self) -> bool {
         self.owner
+    }
+
+    /// Whether the creator's process is alive (decided by its kernel lock:
+    /// one `fcntl`). For a transport this says whether the peer that owns
+    /// an input port still exists.
+    pub fn creator_alive(&self) -> bool {
+        lock::alive(&self.file, lock::CREATOR)
+    }
+
+    /// Counts one sample this handle's writer gave up on because the ring
+    /// was full (a transport that never blocks drops it). Shown as the
+    /// writer's `dropped` by [`status`](Self::status) and `flink inspect`.
+    /// Does nothing before this handle's first reservation.
+    pub fn record_dropped(&self) {
+        let w = self.writer.load(Ordering::Relaxed);
+        if let Some(e) = self.writers().get(w as usize) {
+            // Our own entry's line; one writing thread per handle: no RMW.
+            e.dropped.store(e.dropped.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        }
     }
 
     /// Sets this handle's spin budget for blocking calls.
@@ -790,8 +839,9 @@ impl Drop for PosixSlotAllocator {
             flink::remove_if_names(&self.flink_path, &self.segment_name);
             let _ = shm::unlink(&self.segment_name);
         } else if lock::set(&self.locks, lock::Kind::Write, 0, lock::LOCK_SPAN).unwrap_or(false) {
-            // Every other participant is gone, the creator included: we are
-            // the last of a dead creator's segment. Remove it (holding the
+            // Every other participant is gone, the creator included (or we
+            // are the creator of a shared ring, whose own locks this write
+            // lock merely converts): we are the last. Remove it (holding the
             // write lock, so nobody attaches meanwhile).
             flink::remove_if_names(&self.flink_path, &self.segment_name);
             let _ = shm::unlink(&self.segment_name);

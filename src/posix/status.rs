@@ -79,6 +79,9 @@ pub struct ParticipantStatus {
     pub received: u64,
     /// Reader: samples lost to `DropOldest` overwrites (0 for a writer).
     pub lost: u64,
+    /// Writer: samples it gave up on because the ring was full (a
+    /// never-blocking sender such as the transport; 0 for a reader).
+    pub dropped: u64,
     /// Reader: whether its bit is in the registered mask.
     pub registered: bool,
 }
@@ -117,6 +120,21 @@ impl SegmentStatus {
     pub fn lost(&self) -> u64 {
         self.readers.iter().map(|r| r.lost).fold(0, u64::wrapping_add)
     }
+
+    /// Samples committed by the writers attached now.
+    pub fn sent(&self) -> u64 {
+        self.writers.iter().map(|w| w.position).fold(0, u64::wrapping_add)
+    }
+
+    /// Samples released by the readers attached now.
+    pub fn received(&self) -> u64 {
+        self.readers.iter().map(|r| r.received).fold(0, u64::wrapping_add)
+    }
+
+    /// Samples the writers attached now dropped on a full ring.
+    pub fn dropped(&self) -> u64 {
+        self.writers.iter().map(|w| w.dropped).fold(0, u64::wrapping_add)
+    }
 }
 
 /// Reads the status of a mapped, validated segment.
@@ -150,6 +168,7 @@ pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &Fi
             position: e.cursor.load(Ordering::Relaxed),
             received: e.received.load(Ordering::Relaxed),
             lost: e.lost.load(Ordering::Relaxed),
+            dropped: 0,
             registered: registered & (1 << r) != 0,
         })
         .collect();
@@ -165,6 +184,7 @@ pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &Fi
             position: e.commits.load(Ordering::Relaxed),
             received: 0,
             lost: 0,
+            dropped: e.dropped.load(Ordering::Relaxed),
             registered: false,
         })
         .collect();
