@@ -11,6 +11,11 @@
 //!   lock-free, multi-writer, multi-reader, futex notify.
 //! * [`Loan`], [`Sample`], [`Reader`] — the safe byte API;
 //!   [`Publisher`] / [`Subscriber`] — typed, for [`Pod`] types.
+//! * [`locator`] — RTPS locators for shared memory, the same-host namespace
+//!   id, and the discovery parameter that announces a segment.
+//! * [`transport`] — [`ShmTransport`]: what a DDS/RTPS stack plugs in
+//!   (input ports, the domain's multicast ring, never-blocking sends that
+//!   report which locators shared memory did not serve).
 //!
 //! ```no_run
 //! use shmslot::{Loan, PosixSlotAllocator, Reader};
@@ -34,19 +39,25 @@
 
 mod backend;
 mod error;
+pub mod locator;
 mod memory;
 #[cfg(not(loom))]
 mod posix;
 mod protocol;
 mod pubsub;
 mod sync;
+#[cfg(not(loom))]
+pub mod transport;
 
 pub use backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHandle, SlotHeader, ALL_READERS, DEFAULT_SPIN};
 pub use error::{OpenError, ReceiveError, SlotError, TypeError, ValidationError};
 pub use memory::InMemorySlotAllocator;
 #[cfg(not(loom))]
 pub use posix::{default_discovery_dir, FlinkInfo, PosixSlotAllocator, PosixSlotAllocatorBuilder, SegmentInfo};
+pub use locator::{Endianness, Locator, LocatorError, NamespaceFacts, NamespaceId, ShmAddress, ShmAnnouncement, LOCATOR_KIND_SHM};
 pub use pubsub::{type_hash, Loan, Pod, Publisher, Reader, Sample, Subscriber, TypedLoan, TypedSample};
+#[cfg(not(loom))]
+pub use transport::{Delivery, InputPort, Received, SendLoan, SendReport, ShmTransport, TransportConfig, TransportError, TransportStats};
 
 /// Discovery directories and segment status, for tools (`flink list`,
 /// `inspect`, `clean`): read-only inspection, and removal of stale segments

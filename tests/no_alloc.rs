@@ -190,3 +190,42 @@ fn typed_publish_receive_does_not_allocate() {
     drop(publisher);
     assert_unlinked(&segment);
 }
+
+#[test]
+fn transport_send_loan_receive_does_not_allocate() {
+    use shmslot::transport::{Delivery, ShmTransport, TransportConfig};
+    assert_counter_counts();
+    let dir = TestDir::new("noalloc-transport");
+    let t = ShmTransport::new(TransportConfig::new(0).slot_count(8).slot_capacity(256).discovery_dir(dir.path())).unwrap();
+    let mut port = t.open_input().unwrap();
+    let udp = shmslot::Locator::udpv4([127, 0, 0, 1].into(), 7400);
+    let to = [port.locator(), udp];
+
+    let mut cycle = |i: u64| {
+        let len = 8 + (i % 200) as usize;
+        let mut buf = [0u8; 256];
+        buf[..8].copy_from_slice(&i.to_le_bytes());
+        let report = if i % 2 == 0 {
+            t.send(&buf[..len], &to).unwrap()
+        } else {
+            let mut loan = t.loan(&to).unwrap();
+            loan.as_mut_slice()[..len].copy_from_slice(&buf[..len]);
+            loan.commit(len).unwrap()
+        };
+        assert_eq!(report.outcomes(), &[Delivery::Served, Delivery::NotShm]);
+        let msg = if i % 3 == 0 { port.try_recv().unwrap() } else { port.recv_timeout(Duration::from_secs(5)).unwrap() };
+        let msg = msg.expect("a sent message");
+        assert_eq!(msg.len(), len);
+        assert_eq!(u64::from_le_bytes(msg[..8].try_into().unwrap()), i);
+    };
+    // Warm-up attaches to the port (that allocates, once).
+    for i in 0..64 {
+        cycle(i);
+    }
+    let ((), allocs, frees) = count(|| {
+        for i in 64..64 + CYCLES {
+            cycle(i);
+        }
+    });
+    assert_eq!((allocs, frees), (0, 0), "{CYCLES} transport send/receive cycles allocated {allocs} times and freed {frees} times");
+}

@@ -145,6 +145,32 @@ impl Family {
         stdin.write_all(line.as_bytes()).and_then(|()| stdin.write_all(b"\n")).and_then(|()| stdin.flush()).expect("send to child");
     }
 
+    /// Child `id`'s `SHMSLOT-RESULT` fields, if the line arrived.
+    fn result_of(&self, id: usize) -> Option<Fields> {
+        let r = self.stdout[id].iter().find_map(|l| l.find("SHMSLOT-RESULT ").map(|p| &l[p + 15..]))?;
+        Some(r.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+    }
+
+    /// Waits up to `deadline` for child `id`'s `SHMSLOT-RESULT` line (it may
+    /// go on running); returns its fields.
+    pub fn wait_result(&mut self, id: usize, deadline: Instant) -> Fields {
+        loop {
+            if let Some(r) = self.result_of(id) {
+                return r;
+            }
+            if let Ok(Some(st)) = self.procs[id].child.try_wait() {
+                self.procs[id].status = Some(st);
+                let name = self.procs[id].name.clone();
+                self.fail(&format!("{name} exited ({st}) without a result"));
+            }
+            if Instant::now() > deadline {
+                let name = self.procs[id].name.clone();
+                self.fail(&format!("{name}: no result in time"));
+            }
+            self.pump(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until every child exited with status 0 (failing with `late`
     /// if some still run at `deadline`); returns each one's result fields.
     pub fn wait_all(&mut self, deadline: Instant, late: &str) -> Vec<Fields> {
@@ -179,9 +205,8 @@ impl Family {
         let mut results = Vec::new();
         for i in 0..self.procs.len() {
             loop {
-                let found = self.stdout[i].iter().find_map(|l| l.find("SHMSLOT-RESULT ").map(|p| l[p + 15..].to_owned()));
-                if let Some(r) = found {
-                    results.push(r.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect());
+                if let Some(r) = self.result_of(i) {
+                    results.push(r);
                     break;
                 }
                 if Instant::now() > limit {
