@@ -4,8 +4,8 @@
 //! own `/dev/shm`.
 //!
 //! Children are this test binary re-executed (see `common::child_command`)
-//! with `SHMSLOT_TR_ROLE` set; they print `SHMSLOT-READY <ns> <port>` (their
-//! namespace id in hex and their unicast port) and read commands on stdin.
+//! with `SHMSLOT_TR_ROLE` set; they print `SHMSLOT-READY <locator>` (their
+//! input port's locator, as `Display` prints it) and read commands on stdin.
 
 mod common;
 
@@ -51,9 +51,8 @@ fn locator(ns: NamespaceId, domain: u32, port: u32) -> Locator {
     Locator::shm(ShmAddress { namespace: ns, domain_id: domain, multicast: false }, port)
 }
 
-fn parse_ready(ready: &str, domain: u32) -> Locator {
-    let (ns, port) = ready.split_once(' ').expect("READY <ns> <port>");
-    locator(NamespaceId(u64::from_str_radix(ns, 16).unwrap()), domain, port.parse().unwrap())
+fn parse(text: &str) -> Locator {
+    text.trim().parse().unwrap_or_else(|e| panic!("{text:?}: {e}"))
 }
 
 /// Plays a child process when `SHMSLOT_TR_ROLE` is set; otherwise a no-op.
@@ -119,17 +118,17 @@ fn mesh_child(config: TransportConfig) {
     let t = ShmTransport::new(config).unwrap();
     let unicast = t.open_input().unwrap();
     let multicast = t.multicast_input().unwrap();
-    say(&format!("SHMSLOT-READY {} {}", t.namespace_id(), unicast.locator().port));
-    // "go <id>:<port>,…" names the others once everybody is ready.
+    say(&format!("SHMSLOT-READY {}", unicast.locator()));
+    // "go <id>=<locator> …" names the others once everybody is ready.
     let line = std::io::stdin().lock().lines().next().unwrap().unwrap();
     let peers: Vec<(u64, Locator)> = line
         .trim()
         .strip_prefix("go ")
         .unwrap()
-        .split(',')
+        .split(' ')
         .map(|p| {
-            let (id, port) = p.split_once(':').unwrap();
-            (id.parse().unwrap(), locator(t.namespace_id(), t.config().domain_id(), port.parse().unwrap()))
+            let (id, loc) = p.split_once('=').unwrap();
+            (id.parse().unwrap(), parse(loc))
         })
         .collect();
     let others: Vec<u64> = peers.iter().map(|p| p.0).collect();
@@ -172,10 +171,10 @@ fn three_participants_exchange_unicast_and_multicast_exactly_once() {
             fam.spawn(&format!("participant{i}"), cmd)
         })
         .collect();
-    let ports: Vec<u32> = ids.iter().map(|&id| fam.wait_ready(id, Duration::from_secs(30)).split_once(' ').unwrap().1.parse().unwrap()).collect();
+    let ports: Vec<Locator> = ids.iter().map(|&id| parse(&fam.wait_ready(id, Duration::from_secs(30)))).collect();
     for (i, &id) in ids.iter().enumerate() {
-        let others: Vec<String> = (0..PEERS as usize).filter(|&j| j != i).map(|j| format!("{j}:{}", ports[j])).collect();
-        fam.send(id, &format!("go {}", others.join(",")));
+        let others: Vec<String> = (0..PEERS as usize).filter(|&j| j != i).map(|j| format!("{j}={}", ports[j])).collect();
+        fam.send(id, &format!("go {}", others.join(" ")));
     }
     // Each prints its result when it has everything; then all may leave.
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -199,7 +198,7 @@ fn three_participants_exchange_unicast_and_multicast_exactly_once() {
 fn sink_child(config: TransportConfig) {
     let t = ShmTransport::new(config).unwrap();
     let mut port = t.open_input().unwrap();
-    say(&format!("SHMSLOT-READY {} {}", t.namespace_id(), port.locator().port));
+    say(&format!("SHMSLOT-READY {}", port.locator()));
     loop {
         // Reads until killed.
         let _ = port.recv_timeout(Duration::from_millis(100)).unwrap();
@@ -214,7 +213,7 @@ fn a_killed_participant_becomes_unreachable_and_its_port_is_reclaimed() {
     let mut cmd = common::child_command(CHILD_TEST);
     cmd.env(ROLE, "sink").env(DIR, dir.path()).env(DOMAIN, domain.to_string());
     let id = fam.spawn("sink", cmd);
-    let to = parse_ready(&fam.wait_ready(id, Duration::from_secs(30)), domain);
+    let to = parse(&fam.wait_ready(id, Duration::from_secs(30)));
     let t = ShmTransport::new(TransportConfig::new(domain).slot_count(64).slot_capacity(CAP).discovery_dir(dir.path())).unwrap();
     assert!(t.is_reachable(&to));
     let flink = dir.flink(&format!("dds-d{domain}-p{}", to.port));
@@ -266,29 +265,28 @@ fn a_killed_participant_becomes_unreachable_and_its_port_is_reclaimed() {
 
 // ─────────────────────── other users and namespaces ───────────────────────
 
-/// Opens a port, says where it is, then answers `check <ns> <port>` with
+/// Opens a port, says where it is, then answers `check <locator>` with
 /// whether that locator is reachable from here.
 fn probe_child(config: TransportConfig) {
-    let domain = config.domain_id();
     let t = ShmTransport::new(config).unwrap();
     let port = t.open_input().unwrap();
-    say(&format!("SHMSLOT-READY {} {}", t.namespace_id(), port.locator().port));
+    say(&format!("SHMSLOT-READY {}", port.locator()));
     let line = std::io::stdin().lock().lines().next().expect("a command").unwrap();
-    let loc = parse_ready(line.strip_prefix("check ").expect("check <ns> <port>"), domain);
+    let loc = parse(line.strip_prefix("check ").expect("check <locator>"));
     say(&format!("SHMSLOT-RESULT reachable={}", t.is_reachable(&loc)));
     drop(port);
 }
 
 /// Talks to a probe child: checks that neither side
 /// reaches the other, and that the child's own segment is invisible here.
-fn probe_is_isolated(fam: &mut Family, id: usize, me: &ShmTransport, my_port: &InputPort, domain: u32) {
-    let child = parse_ready(&fam.wait_ready(id, Duration::from_secs(30)), domain);
+fn probe_is_isolated(fam: &mut Family, id: usize, me: &ShmTransport, my_port: &InputPort) {
+    let child = parse(&fam.wait_ready(id, Duration::from_secs(30)));
     let child_ns = child.shm_address().unwrap().namespace;
     assert_ne!(child_ns, me.namespace_id(), "the child has the same namespace id");
     assert!(!me.is_reachable(&child), "{child} reachable from here");
     let udp = Locator::udpv4([127, 0, 0, 1].into(), 7411);
     assert_eq!(me.select_locators(&[child, udp]), vec![udp]);
-    fam.send(id, &format!("check {} {}", me.namespace_id(), my_port.locator().port));
+    fam.send(id, &format!("check {}", my_port.locator()));
     let r = fam.wait_result(id, Instant::now() + Duration::from_secs(30));
     assert_eq!(r["reachable"], "false", "the child reaches this process's port");
     fam.wait_all(Instant::now() + Duration::from_secs(30), "probe did not exit");
@@ -328,7 +326,7 @@ fn another_user_is_not_reachable() {
     cmd.env(ROLE, "probe").env(DIR, &theirs.0).env(DOMAIN, domain.to_string()).uid(NOBODY).gid(NOBODY);
     let mut fam = Family::new();
     let id = fam.spawn("probe-nobody", cmd);
-    probe_is_isolated(&mut fam, id, &me, &mine, domain);
+    probe_is_isolated(&mut fam, id, &me, &mine);
 }
 
 /// Whether this process may make a new IPC + mount namespace (root, or a
@@ -373,11 +371,11 @@ fn another_ipc_namespace_with_its_own_dev_shm_is_not_reachable() {
     // The child publishes its flink file in our directory, but its segment
     // lives in its own /dev/shm: even a locator forged with our namespace id
     // does not open from here.
-    let child = parse_ready(&fam.wait_ready(id, Duration::from_secs(30)), domain);
+    let child = parse(&fam.wait_ready(id, Duration::from_secs(30)));
     let forged = locator(me.namespace_id(), domain, child.port);
     assert!(dir.flink(&format!("dds-d{domain}-p{}", child.port)).exists());
     assert!(!me.is_reachable(&forged), "a segment in another /dev/shm opened");
-    probe_is_isolated(&mut fam, id, &me, &mine, domain);
+    probe_is_isolated(&mut fam, id, &me, &mine);
 }
 
 #[test]
