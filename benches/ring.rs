@@ -1,7 +1,10 @@
 //! One-process micro-benchmarks: reserve/commit/read/release of one sample,
-//! on both backends, at 8 B and 1 KiB.
+//! on both backends, at 8 B and 1 KiB; and the same through `ShmTransport`
+//! (send to one locator, receive), so the transport layer's own cost shows
+//! next to the bare ring's.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use shmslot::transport::{ShmTransport, TransportConfig};
 use shmslot::{InMemorySlotAllocator, PosixSlotAllocator, SlotBackend, ALL_READERS};
 
 fn round_trip<B: SlotBackend>(b: &B, reader: u8, payload: &[u8]) {
@@ -27,6 +30,16 @@ fn bench(c: &mut Criterion) {
         let posix = PosixSlotAllocator::builder(16, 1024).discovery_dir(&dir).create(format!("bench-{size}")).expect("create");
         let r = posix.register_reader().expect("reader");
         g.bench_with_input(BenchmarkId::new("posix", size), &payload, |bn, p| bn.iter(|| round_trip(&posix, r, p)));
+        let t = ShmTransport::new(TransportConfig::new(size as u32).slot_count(16).slot_capacity(1024).discovery_dir(&dir)).expect("transport");
+        let mut port = t.open_input().expect("port");
+        let to = [port.locator()];
+        g.bench_with_input(BenchmarkId::new("transport", size), &payload, |bn, p| {
+            bn.iter(|| {
+                t.send(p, &to).expect("send");
+                let m = port.try_recv().expect("recv").expect("a message");
+                criterion::black_box(m[0]);
+            })
+        });
     }
     g.finish();
     let _ = std::fs::remove_dir(&dir);

@@ -365,14 +365,14 @@ struct Peer {
     next_ms: u64,
 }
 
-/// What `send` does for each locator.
+/// What `send` does for each locator (8 bytes: a loan keeps 64 of them).
 #[derive(Clone, Copy)]
 enum Step {
     Done(Delivery),
     /// Same destination as locator `j`.
-    Same(usize),
+    Same(u8),
     /// Deliver to cached peer `p`.
-    To(usize),
+    To(u32),
 }
 
 /// The sending side, behind one lock: the attachment cache, a scratch
@@ -616,26 +616,27 @@ impl ShmTransport {
         Ok(())
     }
 
-    /// Decides, for each locator, where it goes (attaching to new
-    /// destinations as needed).
-    fn plan(&self, st: &mut SendState, locators: &[Locator], steps: &mut [Step; MAX_LOCATORS_PER_SEND]) {
+    /// Decides where each locator goes, in order, attaching to new
+    /// destinations as needed, and tells `f(state, index, step)`. A locator
+    /// listed twice is served once (equal SHM locators name one ring: the
+    /// address encodes namespace, domain and kind without slack).
+    fn plan(&self, st: &mut SendState, locators: &[Locator], mut f: impl FnMut(&mut SendState, usize, Step)) {
         let now = coarse_ms();
         if now >= st.next_sweep_ms {
             st.next_sweep_ms = now + SWEEP_MS;
             st.sweep(now);
         }
         for (i, loc) in locators.iter().enumerate() {
-            steps[i] = match self.local_key(loc) {
-                None if loc.is_shm() => Step::Done(Delivery::Unreachable),
-                None => Step::Done(Delivery::NotShm),
-                Some(key) => match st.resolve(key, now, false, self) {
-                    None => Step::Done(Delivery::Unreachable),
-                    Some(p) => match steps[..i].iter().position(|s| matches!(s, Step::To(q) if *q == p)) {
-                        Some(j) => Step::Same(j),
-                        None => Step::To(p),
-                    },
-                },
+            let step = if let Some(j) = locators[..i].iter().position(|l| l == loc) {
+                Step::Same(j as u8)
+            } else {
+                match self.local_key(loc) {
+                    None if loc.is_shm() => Step::Done(Delivery::Unreachable),
+                    None => Step::Done(Delivery::NotShm),
+                    Some(key) => st.resolve(key, now, false, self).map_or(Step::Done(Delivery::Unreachable), |p| Step::To(p as u32)),
+                }
             };
+            f(st, i, step);
         }
     }
 
@@ -649,9 +650,8 @@ impl ShmTransport {
     pub fn send(&self, bytes: &[u8], locators: &[Locator]) -> Result<SendReport, TransportError> {
         self.check_send(bytes.len(), locators)?;
         let mut st = self.state.lock();
-        let mut steps = [Step::Done(Delivery::NotShm); MAX_LOCATORS_PER_SEND];
-        self.plan(&mut st, locators, &mut steps);
-        let report = st.run(&steps[..locators.len()], |st, _, p| st.deliver(p, bytes));
+        let mut report = SendReport::new(locators.len());
+        self.plan(&mut st, locators, |st, i, step| report.outcomes[i] = st.outcome(step, &report, |st, p| st.deliver(p, bytes)));
         st.count(&report);
         Ok(report)
     }
@@ -672,11 +672,12 @@ impl ShmTransport {
         self.check_send(0, locators)?;
         let mut st = self.state.lock();
         let mut steps = [Step::Done(Delivery::NotShm); MAX_LOCATORS_PER_SEND];
-        self.plan(&mut st, locators, &mut steps);
+        self.plan(&mut st, locators, |_, i, step| steps[i] = step);
         let cap = self.config.slot_capacity;
         let mut primary = None;
         for (i, step) in steps.iter_mut().enumerate().take(locators.len()) {
             let Step::To(p) = *step else { continue };
+            let p = p as usize;
             let ring = st.peers[p].ring.as_ref().expect("planned peers are attached");
             if ring.slot_capacity() < cap {
                 continue; // takes a copy at commit, if the message fits
@@ -830,18 +831,14 @@ impl SendState {
         Delivery::Unreachable
     }
 
-    /// Carries out a plan: `deliver(self, locator index, peer)` for each
-    /// destination; duplicates get their first's outcome.
-    fn run(&mut self, steps: &[Step], mut deliver: impl FnMut(&mut Self, usize, usize) -> Delivery) -> SendReport {
-        let mut report = SendReport::new(steps.len());
-        for (i, step) in steps.iter().enumerate() {
-            report.outcomes[i] = match *step {
-                Step::Done(d) => d,
-                Step::Same(j) => report.outcomes[j],
-                Step::To(p) => deliver(self, i, p),
-            };
+    /// The outcome of one step: `deliver(self, peer)` for a destination; a
+    /// duplicate gets its first's outcome from `report`.
+    fn outcome(&mut self, step: Step, report: &SendReport, deliver: impl FnOnce(&mut Self, usize) -> Delivery) -> Delivery {
+        match step {
+            Step::Done(d) => d,
+            Step::Same(j) => report.outcomes[usize::from(j)],
+            Step::To(p) => deliver(self, p as usize),
         }
-        report
     }
 
     fn count(&mut self, report: &SendReport) {
@@ -908,20 +905,24 @@ impl SendLoan<'_> {
         }
         let primary = self.primary.take();
         let st = &mut *self.st;
-        let mut report = st.run(&self.steps[..self.len], |st, i, p| match &primary {
-            Some(pr) if pr.locator == i => Delivery::Served,
-            // SAFETY: the primary slot stays loaned to us (and unchanged)
-            // until it is committed below; `len <= cap` of its payload.
-            Some(pr) => st.deliver(p, unsafe { std::slice::from_raw_parts(pr.ptr, len) }),
-            None => st.deliver_scratch(p, len),
-        });
+        let mut report = SendReport::new(self.len);
+        for (i, &step) in self.steps[..self.len].iter().enumerate() {
+            report.outcomes[i] = st.outcome(step, &report, |st, p| match &primary {
+                Some(pr) if pr.locator == i => Delivery::Served,
+                // SAFETY: the primary slot stays loaned to us (and
+                // unchanged) until it is committed below; `len <= cap` of
+                // its payload.
+                Some(pr) => st.deliver(p, unsafe { std::slice::from_raw_parts(pr.ptr, len) }),
+                None => st.deliver_scratch(p, len),
+            });
+        }
         if let Some(pr) = primary {
             let ring = st.peers[pr.peer].ring.as_ref().expect("the primary stays attached");
             if ring.commit_in_place(pr.handle, len).is_err() {
                 let _ = ring.discard_slot(pr.handle);
                 report.outcomes[pr.locator] = st.fail(pr.peer);
                 for i in 0..self.len {
-                    if matches!(self.steps[i], Step::Same(j) if j == pr.locator) {
+                    if matches!(self.steps[i], Step::Same(j) if usize::from(j) == pr.locator) {
                         report.outcomes[i] = report.outcomes[pr.locator];
                     }
                 }
