@@ -1,6 +1,6 @@
 //! One-process micro-benchmarks: reserve/commit/read/release of one sample,
 //! on both backends, at 8 B and 1 KiB; and the same through `ShmTransport`
-//! (send to one locator, receive), so the transport layer's own cost shows
+//! (send to one locator through the transport's lock or a `Sender`, receive), so the transport layer's own cost shows
 //! next to the bare ring's.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -36,6 +36,14 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("transport", size), &payload, |bn, p| {
             bn.iter(|| {
                 t.send(p, &to).expect("send");
+                let m = port.try_recv().expect("recv").expect("a message");
+                criterion::black_box(m[0]);
+            })
+        });
+        let mut sender = t.sender();
+        g.bench_with_input(BenchmarkId::new("transport-sender", size), &payload, |bn, p| {
+            bn.iter(|| {
+                sender.send(p, &to).expect("send");
                 let m = port.try_recv().expect("recv").expect("a message");
                 criterion::black_box(m[0]);
             })

@@ -57,7 +57,7 @@ pub use posix::{default_discovery_dir, FlinkInfo, PosixSlotAllocator, PosixSlotA
 pub use locator::{Endianness, Locator, LocatorError, NamespaceFacts, NamespaceId, ShmAddress, ShmAnnouncement, LOCATOR_KIND_SHM};
 pub use pubsub::{type_hash, Loan, Pod, Publisher, Reader, Sample, Subscriber, TypedLoan, TypedSample};
 #[cfg(not(loom))]
-pub use transport::{Delivery, InputPort, Received, SendLoan, SendReport, ShmTransport, TransportConfig, TransportError, TransportStats};
+pub use transport::{Delivery, InputPort, Received, SendLoan, SendReport, Sender, ShmTransport, TransportConfig, TransportError, TransportStats};
 
 /// Discovery directories and segment status, for tools (`flink list`,
 /// `inspect`, `clean`): read-only inspection, and removal of stale segments

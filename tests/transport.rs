@@ -64,7 +64,7 @@ fn report_names_each_locator() {
     assert_eq!(recv(&mut p), b"x");
     assert!(p.try_recv().unwrap().is_none(), "a locator listed twice got the message twice");
     let s = a.stats();
-    assert_eq!((s.sent, s.unreachable), (2, 2));
+    assert_eq!((s.sent, s.unreachable), (1, 2), "one message written (the duplicate is not counted twice)");
 }
 
 #[test]
@@ -232,4 +232,50 @@ fn many_bogus_locators_neither_grow_the_cache_nor_confuse_it() {
         assert_eq!(r.served(), 1);
         assert_eq!(recv(&mut p), [round as u8]);
     }
+}
+
+#[test]
+fn a_sender_sends_without_the_lock_and_its_counts_join_the_transport() {
+    let dir = TestDir::new("tr-sender");
+    let a = ShmTransport::new(config(&dir, 5)).unwrap();
+    let mut p = a.open_input().unwrap();
+    let to = [p.locator()];
+    let mut s1 = a.sender();
+    let mut s2 = a.sender();
+    assert!(s1.is_reachable(&p.locator()));
+    s1.send(b"one", &to).unwrap();
+    let mut loan = s2.loan(&to).unwrap();
+    loan.as_mut_slice()[..3].copy_from_slice(b"two");
+    assert!(loan.commit(3).unwrap().all_served());
+    a.send(b"three", &to).unwrap();
+    assert_eq!(recv(&mut p), b"one");
+    assert_eq!(recv(&mut p), b"two");
+    assert_eq!(recv(&mut p), b"three");
+    // Each sender has its own writer entry in the port.
+    assert_eq!(p.stats().sent, 3);
+    assert_eq!((s1.stats().sent, s2.stats().sent), (1, 1));
+    assert_eq!(a.stats().sent, 1, "a live sender's counts are its own");
+    drop(s1);
+    drop(s2);
+    assert_eq!(a.stats().sent, 3, "dropped senders' counts join the transport's");
+    // A sender outlives nothing it needs: it may move to another thread.
+    let mut s3 = a.sender();
+    std::thread::spawn(move || s3.send(b"four", &to).unwrap()).join().unwrap();
+    assert_eq!(recv(&mut p), b"four");
+}
+
+#[test]
+fn a_dropped_loan_counts_what_it_decided() {
+    let dir = TestDir::new("tr-loan-count");
+    let a = ShmTransport::new(config(&dir, 6)).unwrap();
+    let b = ShmTransport::new(config(&dir, 6)).unwrap();
+    let p = b.open_input().unwrap();
+    for _ in 0..16 {
+        a.send(b"fill", &[p.locator()]).unwrap();
+    }
+    let loan = a.loan(&[p.locator()]).unwrap();
+    assert_eq!(loan.destinations(), 0, "a full port cannot lend a slot");
+    drop(loan);
+    assert_eq!(a.stats().dropped, 1);
+    assert_eq!(p.stats().dropped, 1, "the port's segment and the transport agree");
 }

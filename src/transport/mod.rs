@@ -55,29 +55,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
+
+mod send;
+
+pub use send::{Delivery, SendLoan, SendReport, Sender};
+use send::{SendState, StateRef};
 
 use crate::locator::{Locator, NamespaceId, ShmAddress, ShmAnnouncement, SHM_MULTICAST_PORT};
 use crate::posix::{default_discovery_dir, flink};
-use crate::{OpenError, OverflowPolicy, PosixSlotAllocator, Reader, Sample, SlotBackend, SlotError, SlotHandle, ALL_READERS};
+use crate::{OpenError, OverflowPolicy, PosixSlotAllocator, Reader, Sample, SlotBackend, SlotError};
 
 /// Most locators one [`ShmTransport::send`] takes (a [`SendReport`] has one
 /// outcome per locator).
 pub const MAX_LOCATORS_PER_SEND: usize = 64;
 /// Highest unicast port number [`ShmTransport::open_input`] tries.
 pub const MAX_PORTS: u32 = 4096;
-/// A cached attachment's owner is checked for liveness (one `fcntl`) at
-/// most this often per destination by `send`.
-const PEER_CHECK_MS: u64 = 100;
-/// A destination that could not be attached is not tried again by `send`
-/// for this long (it is reported unreachable meanwhile).
-const RETRY_MS: u64 = 100;
-/// Every cached attachment is checked this often (during sends), so the
-/// ports of peers nobody sends to any more are let go too.
-const SWEEP_MS: u64 = 1000;
-/// At most this many "could not attach" entries are remembered (a hostile
-/// announcement full of bogus ports cannot grow the cache without bound).
-const MAX_NEGATIVE: usize = 256;
 
 /// Errors of the transport.
 #[derive(Debug, thiserror::Error)]
@@ -251,85 +244,6 @@ impl TransportConfig {
     }
 }
 
-/// What became of a message for one locator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Delivery {
-    /// Written into the destination's ring.
-    Served,
-    /// The destination's ring was full (or every sender entry of it taken):
-    /// dropped and counted. The stack's reliability repairs it, or retry.
-    Full,
-    /// Larger than the destination's slots (a peer configured with a
-    /// smaller slot capacity): dropped and counted.
-    TooLarge,
-    /// A shared-memory locator this transport cannot serve: another host,
-    /// user or IPC namespace, or a port that does not exist (any more).
-    Unreachable,
-    /// Not a shared-memory locator: for another transport (UDP).
-    NotShm,
-}
-
-/// One [`Delivery`] per locator given to a send, in the same order.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct SendReport {
-    outcomes: [Delivery; MAX_LOCATORS_PER_SEND],
-    len: u8,
-}
-
-impl SendReport {
-    fn new(len: usize) -> Self {
-        Self { outcomes: [Delivery::NotShm; MAX_LOCATORS_PER_SEND], len: len as u8 }
-    }
-
-    /// The outcome for each locator, in order.
-    pub fn outcomes(&self) -> &[Delivery] {
-        &self.outcomes[..usize::from(self.len)]
-    }
-
-    /// The outcome for locator `i`.
-    pub fn outcome(&self, i: usize) -> Option<Delivery> {
-        self.outcomes().get(i).copied()
-    }
-
-    fn count(&self, pred: impl Fn(Delivery) -> bool) -> usize {
-        self.outcomes().iter().filter(|&&d| pred(d)).count()
-    }
-
-    /// Locators served.
-    pub fn served(&self) -> usize {
-        self.count(|d| d == Delivery::Served)
-    }
-
-    /// Locators whose destination dropped the message (full, or too small).
-    pub fn dropped(&self) -> usize {
-        self.count(|d| matches!(d, Delivery::Full | Delivery::TooLarge))
-    }
-
-    /// Whether every locator was served.
-    pub fn all_served(&self) -> bool {
-        self.served() == usize::from(self.len)
-    }
-
-    /// The locators (of the list given to the send) with outcome `d`.
-    pub fn with<'l>(&self, locators: &'l [Locator], d: Delivery) -> impl Iterator<Item = &'l Locator> + 'l {
-        let outcomes = self.outcomes;
-        locators.iter().zip(outcomes).filter(move |(_, o)| *o == d).map(|(l, _)| l)
-    }
-
-    /// The locators another transport must serve: those that are not
-    /// shared-memory locators.
-    pub fn not_shm<'l>(&self, locators: &'l [Locator]) -> impl Iterator<Item = &'l Locator> + 'l {
-        self.with(locators, Delivery::NotShm)
-    }
-}
-
-impl std::fmt::Debug for SendReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.outcomes()).finish()
-    }
-}
-
 /// Counters of one transport: what its sends did, and what its input
 /// ports received.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -348,45 +262,33 @@ pub struct TransportStats {
     pub lost: u64,
 }
 
-/// Which ring a local SHM locator names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PeerKey {
-    domain: u32,
-    port: u32,
-    multicast: bool,
+/// What a transport and its senders share: who we are, where the flink
+/// files are, and the counters of senders that were dropped.
+pub(crate) struct Shared {
+    config: TransportConfig,
+    namespace: NamespaceId,
+    dir: PathBuf,
+    retired: Mutex<TransportStats>,
 }
 
-/// A cached destination: attached, or known not to attach (until `next_ms`).
-struct Peer {
-    key: PeerKey,
-    ring: Option<PosixSlotAllocator>,
-    /// Attached: when its owner's liveness is checked next. Not attached:
-    /// when attaching is tried again.
-    next_ms: u64,
-}
+impl Shared {
+    fn check_send(&self, len: usize, locators: &[Locator]) -> Result<(), TransportError> {
+        if len > self.config.slot_capacity {
+            return Err(TransportError::MessageTooLarge { len, max: self.config.slot_capacity });
+        }
+        if locators.len() > MAX_LOCATORS_PER_SEND {
+            return Err(TransportError::TooManyLocators { count: locators.len(), max: MAX_LOCATORS_PER_SEND });
+        }
+        Ok(())
+    }
 
-/// What `send` does for each locator (8 bytes: a loan keeps 64 of them).
-#[derive(Clone, Copy)]
-enum Step {
-    Done(Delivery),
-    /// Same destination as locator `j`.
-    Same(u8),
-    /// Deliver to cached peer `p`.
-    To(u32),
-}
-
-/// The sending side, behind one lock: the attachment cache, a scratch
-/// buffer for loans nobody can take, and the send counters.
-///
-/// Invariant: an entry of `peers` is never removed or moved (only replaced
-/// in place), because a plan holds indices into it while it attaches more.
-struct SendState {
-    peers: Vec<Peer>,
-    scratch: Vec<u8>,
-    next_sweep_ms: u64,
-    sent: u64,
-    dropped: u64,
-    unreachable: u64,
+    /// Adds a dropped sender's counters to the transport's.
+    fn retire(&self, s: &TransportStats) {
+        let mut r = self.retired.lock();
+        r.sent += s.sent;
+        r.dropped += s.dropped;
+        r.unreachable += s.unreachable;
+    }
 }
 
 /// Input ports this transport opened, for [`ShmTransport::stats`].
@@ -400,18 +302,17 @@ struct PortRegistry {
 /// The shared-memory transport of one participant in one domain.
 ///
 /// `send` and the loan take `&self` and may be called from any thread; they
-/// are serialised by one lock (uncontended, it costs tens of nanoseconds).
+/// are serialised by one lock (two locked instructions per send). A thread
+/// that sends a lot takes a [`Sender`] instead: its own cache, no lock.
 pub struct ShmTransport {
-    config: TransportConfig,
-    namespace: NamespaceId,
-    dir: PathBuf,
+    sh: Arc<Shared>,
     state: Mutex<SendState>,
     ports: Arc<PortRegistry>,
 }
 
 impl std::fmt::Debug for ShmTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShmTransport").field("config", &self.config).field("namespace", &self.namespace).field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("ShmTransport").field("config", &self.sh.config).field("namespace", &self.sh.namespace).field("dir", &self.sh.dir).finish_non_exhaustive()
     }
 }
 
@@ -456,32 +357,27 @@ impl ShmTransport {
         let open_err = |source| TransportError::Open { what: "discovery directory".into(), source };
         let dir = flink::normalize_dir(&dir).map_err(open_err)?;
         flink::ensure_dir(&dir).map_err(open_err)?;
-        Ok(Self {
-            state: Mutex::new(SendState { peers: Vec::new(), scratch: vec![0; config.slot_capacity], next_sweep_ms: 0, sent: 0, dropped: 0, unreachable: 0 }),
-            config,
-            namespace,
-            dir,
-            ports: Arc::default(),
-        })
+        let sh = Arc::new(Shared { config, namespace, dir, retired: Mutex::default() });
+        Ok(Self { state: Mutex::new(SendState::new(&sh)), sh, ports: Arc::default() })
     }
 
     /// The configuration.
     pub fn config(&self) -> &TransportConfig {
-        &self.config
+        &self.sh.config
     }
 
     /// This process's same-host identity (carried in its SHM locators).
     pub fn namespace_id(&self) -> NamespaceId {
-        self.namespace
+        self.sh.namespace
     }
 
     /// The discovery directory in use.
     pub fn discovery_dir(&self) -> &Path {
-        &self.dir
+        &self.sh.dir
     }
 
     fn address(&self, multicast: bool) -> ShmAddress {
-        ShmAddress { namespace: self.namespace, domain_id: self.config.domain_id, multicast }
+        ShmAddress { namespace: self.sh.namespace, domain_id: self.sh.config.domain_id, multicast }
     }
 
     /// Opens a new input port: a ring this participant reads and any
@@ -493,24 +389,24 @@ impl ShmTransport {
     /// [`TransportError::PortsExhausted`], or [`TransportError::Open`] for a
     /// failure to create a segment.
     pub fn open_input(&self) -> Result<InputPort, TransportError> {
-        let c = &self.config;
+        let c = &self.sh.config;
         for port in 1..=MAX_PORTS {
             let name = port_name(c.domain_id, port);
             let made = PosixSlotAllocator::builder(c.slot_count, c.slot_capacity)
                 .overflow_policy(c.overflow)
                 .max_readers(1)
                 .max_writers(c.max_senders)
-                .discovery_dir(&self.dir)
+                .discovery_dir(&self.sh.dir)
                 .create(&name);
             match made {
                 Ok(ring) => return self.port(ring, Locator::shm(self.address(false), port)),
                 // Live, foreign, or being reclaimed right now: the next one.
                 Err(OpenError::InUse { .. } | OpenError::Exists(_)) => {}
                 Err(OpenError::Io { source, .. }) if source.kind() == io::ErrorKind::WouldBlock => {}
-                Err(source) => return Err(TransportError::Open { what: format!("input port {}", self.dir.join(name).display()), source }),
+                Err(source) => return Err(TransportError::Open { what: format!("input port {}", self.sh.dir.join(name).display()), source }),
             }
         }
-        Err(TransportError::PortsExhausted { domain: c.domain_id, max: MAX_PORTS, dir: self.dir.clone() })
+        Err(TransportError::PortsExhausted { domain: c.domain_id, max: MAX_PORTS, dir: self.sh.dir.clone() })
     }
 
     /// The domain's multicast locator: a message sent to it is read by every
@@ -529,14 +425,14 @@ impl ShmTransport {
     /// [`TransportError::Open`]; [`TransportError::Slot`] with
     /// `ReadersFull` when 64 participants of the domain have joined.
     pub fn multicast_input(&self) -> Result<InputPort, TransportError> {
-        let c = &self.config;
+        let c = &self.sh.config;
         let name = multicast_name(c.domain_id);
-        let what = || format!("multicast ring {}", self.dir.join(&name).display());
+        let what = || format!("multicast ring {}", self.sh.dir.join(&name).display());
         let mut last = None;
         // Attach, or create if there is none; a creator racing us, or the
         // last participant removing it right now, makes us go round again.
         for _ in 0..64 {
-            match PosixSlotAllocator::attach_in(&name, Some(&self.dir)) {
+            match PosixSlotAllocator::attach_in(&name, Some(&self.sh.dir)) {
                 Ok(ring) => return self.port(ring, self.multicast_locator()),
                 Err(e) if not_found(&e) => {}
                 Err(source) => return Err(TransportError::Open { what: what(), source }),
@@ -546,7 +442,7 @@ impl ShmTransport {
                 .max_readers(64)
                 .max_writers(c.max_senders)
                 .remove_on_drop(false)
-                .discovery_dir(&self.dir)
+                .discovery_dir(&self.sh.dir)
                 .create(&name);
             match made {
                 Ok(ring) => return self.port(ring, self.multicast_locator()),
@@ -556,7 +452,7 @@ impl ShmTransport {
             }
             std::thread::yield_now();
         }
-        let source = last.unwrap_or(OpenError::Io { op: "attach or create", path: self.dir.join(&name), source: io::ErrorKind::WouldBlock.into() });
+        let source = last.unwrap_or(OpenError::Io { op: "attach or create", path: self.sh.dir.join(&name), source: io::ErrorKind::WouldBlock.into() });
         Err(TransportError::Open { what: what(), source })
     }
 
@@ -567,25 +463,13 @@ impl ShmTransport {
         Ok(InputPort { reader, locator, registry: Arc::clone(&self.ports) })
     }
 
-    /// The ring a locator names, if it is a well-formed SHM locator of this
-    /// host (same namespace id).
-    fn local_key(&self, loc: &Locator) -> Option<PeerKey> {
-        let a = loc.shm_address().ok()?;
-        if a.namespace != self.namespace || (a.multicast != (loc.port == SHM_MULTICAST_PORT)) {
-            return None;
-        }
-        Some(PeerKey { domain: a.domain_id, port: loc.port, multicast: a.multicast })
-    }
-
     /// Whether shared memory reaches `locator`: it is an SHM locator with
     /// this host's namespace id (same boot, IPC namespace, `/dev/shm` and
     /// user), and the segment it names opens, validates and (for a unicast
     /// port) has a live owner. Attaches on success (the attachment is kept
     /// for sends).
     pub fn is_reachable(&self, locator: &Locator) -> bool {
-        let Some(key) = self.local_key(locator) else { return false };
-        let mut st = self.state.lock();
-        st.resolve(key, coarse_ms(), true, self).is_some()
+        self.state.lock().is_reachable(&self.sh, locator)
     }
 
     /// From the locators a remote participant announced, those to send to:
@@ -606,40 +490,6 @@ impl ShmTransport {
         port.announcement()
     }
 
-    fn check_send(&self, len: usize, locators: &[Locator]) -> Result<(), TransportError> {
-        if len > self.config.slot_capacity {
-            return Err(TransportError::MessageTooLarge { len, max: self.config.slot_capacity });
-        }
-        if locators.len() > MAX_LOCATORS_PER_SEND {
-            return Err(TransportError::TooManyLocators { count: locators.len(), max: MAX_LOCATORS_PER_SEND });
-        }
-        Ok(())
-    }
-
-    /// Decides where each locator goes, in order, attaching to new
-    /// destinations as needed, and tells `f(state, index, step)`. A locator
-    /// listed twice is served once (equal SHM locators name one ring: the
-    /// address encodes namespace, domain and kind without slack).
-    fn plan(&self, st: &mut SendState, locators: &[Locator], mut f: impl FnMut(&mut SendState, usize, Step)) {
-        let now = coarse_ms();
-        if now >= st.next_sweep_ms {
-            st.next_sweep_ms = now + SWEEP_MS;
-            st.sweep(now);
-        }
-        for (i, loc) in locators.iter().enumerate() {
-            let step = if let Some(j) = locators[..i].iter().position(|l| l == loc) {
-                Step::Same(j as u8)
-            } else {
-                match self.local_key(loc) {
-                    None if loc.is_shm() => Step::Done(Delivery::Unreachable),
-                    None => Step::Done(Delivery::NotShm),
-                    Some(key) => st.resolve(key, now, false, self).map_or(Step::Done(Delivery::Unreachable), |p| Step::To(p as u32)),
-                }
-            };
-            f(st, i, step);
-        }
-    }
-
     /// Sends `bytes` to every locator it can serve, without blocking: one
     /// copy into each destination's ring. Returns what became of each
     /// locator; the stack sends the [`Delivery::NotShm`] ones another way.
@@ -648,12 +498,7 @@ impl ShmTransport {
     /// [`TransportError::MessageTooLarge`] (nothing is sent),
     /// [`TransportError::TooManyLocators`].
     pub fn send(&self, bytes: &[u8], locators: &[Locator]) -> Result<SendReport, TransportError> {
-        self.check_send(bytes.len(), locators)?;
-        let mut st = self.state.lock();
-        let mut report = SendReport::new(locators.len());
-        self.plan(&mut st, locators, |st, i, step| report.outcomes[i] = st.outcome(step, &report, |st, p| st.deliver(p, bytes)));
-        st.count(&report);
-        Ok(report)
+        self.state.lock().send(&self.sh, bytes, locators)
     }
 
     /// A loan for serialising a message straight into a destination's slot:
@@ -669,34 +514,13 @@ impl ShmTransport {
     /// # Errors
     /// [`TransportError::TooManyLocators`].
     pub fn loan(&self, locators: &[Locator]) -> Result<SendLoan<'_>, TransportError> {
-        self.check_send(0, locators)?;
-        let mut st = self.state.lock();
-        let mut steps = [Step::Done(Delivery::NotShm); MAX_LOCATORS_PER_SEND];
-        self.plan(&mut st, locators, |_, i, step| steps[i] = step);
-        let cap = self.config.slot_capacity;
-        let mut primary = None;
-        for (i, step) in steps.iter_mut().enumerate().take(locators.len()) {
-            let Step::To(p) = *step else { continue };
-            let p = p as usize;
-            let ring = st.peers[p].ring.as_ref().expect("planned peers are attached");
-            if ring.slot_capacity() < cap {
-                continue; // takes a copy at commit, if the message fits
-            }
-            match ring.reserve_slot(ALL_READERS) {
-                Ok(handle) => match ring.slot_data_ptr(handle) {
-                    Ok((ptr, _)) => {
-                        primary = Some(Primary { locator: i, peer: p, handle, ptr });
-                        break;
-                    }
-                    Err(_) => {
-                        let _ = ring.discard_slot(handle);
-                        *step = Step::Done(st.fail(p));
-                    }
-                },
-                Err(e) => *step = Step::Done(st.refused(p, e)),
-            }
-        }
-        Ok(SendLoan { st, steps, len: locators.len(), primary, cap })
+        SendLoan::new(StateRef::Locked(self.state.lock()), &self.sh, locators)
+    }
+
+    /// A [`Sender`] for one thread: the same sends, through its own cache
+    /// (and writer entries), without this transport's lock.
+    pub fn sender(&self) -> Sender {
+        Sender::new(Arc::clone(&self.sh))
     }
 
     /// Drops cached attachments whose owner died (letting their segments
@@ -706,13 +530,14 @@ impl ShmTransport {
         self.state.lock().sweep(coarse_ms())
     }
 
-    /// The counters of this transport's sends and input ports.
+    /// The counters of this transport's sends (its [`Sender`]s' once they
+    /// are dropped) and of its input ports.
     pub fn stats(&self) -> TransportStats {
-        let (sent, dropped, unreachable) = {
-            let st = self.state.lock();
-            (st.sent, st.dropped, st.unreachable)
-        };
-        let mut out = TransportStats { sent, dropped, unreachable, ..TransportStats::default() };
+        let mut out = self.state.lock().stats();
+        let retired = *self.sh.retired.lock();
+        out.sent += retired.sent;
+        out.dropped += retired.dropped;
+        out.unreachable += retired.unreachable;
         let live = self.ports.live.lock();
         for (ring, index) in live.iter() {
             if let Some(s) = ring.upgrade().and_then(|r| r.reader_stats(*index).ok()) {
@@ -723,234 +548,6 @@ impl ShmTransport {
         out.received += self.ports.retired_received.load(Ordering::Relaxed);
         out.lost += self.ports.retired_lost.load(Ordering::Relaxed);
         out
-    }
-}
-
-impl SendState {
-    /// The cached destination for `key`, attaching if needed. `fresh`:
-    /// check the owner's liveness now and retry a failed attach now
-    /// (`is_reachable`); otherwise both are rate-limited.
-    fn resolve(&mut self, key: PeerKey, now: u64, fresh: bool, t: &ShmTransport) -> Option<usize> {
-        let found = self.peers.iter().position(|p| p.key == key);
-        if let Some(i) = found {
-            let p = &mut self.peers[i];
-            match &p.ring {
-                Some(ring) => {
-                    if !fresh && now < p.next_ms {
-                        return Some(i);
-                    }
-                    p.next_ms = now + PEER_CHECK_MS;
-                    if key.multicast || ring.creator_alive() {
-                        return Some(i);
-                    }
-                    // The owner died: let the segment go (the last one out
-                    // removes it) and look again below — a new owner may
-                    // have reclaimed the port.
-                    p.ring = None;
-                }
-                None if !fresh && now < p.next_ms => return None,
-                None => {}
-            }
-        }
-        let name = if key.multicast { multicast_name(key.domain) } else { port_name(key.domain, key.port) };
-        let ring = PosixSlotAllocator::attach_in(&name, Some(&t.dir)).ok().filter(|r| key.multicast || r.creator_alive());
-        let attached = ring.is_some();
-        let entry = Peer { key, ring, next_ms: now + if attached { PEER_CHECK_MS } else { RETRY_MS } };
-        let i = match found {
-            Some(i) => {
-                self.peers[i] = entry;
-                i
-            }
-            // Too many failures remembered: this one takes the place of the
-            // first (in place: indices a plan holds must not move).
-            None if !attached && self.peers.iter().filter(|p| p.ring.is_none()).count() >= MAX_NEGATIVE => {
-                let old = self.peers.iter().position(|p| p.ring.is_none()).expect("counted above");
-                self.peers[old] = entry;
-                old
-            }
-            None => {
-                self.peers.push(entry);
-                self.peers.len() - 1
-            }
-        };
-        attached.then_some(i)
-    }
-
-    /// Checks every attached destination's owner; drops the dead.
-    fn sweep(&mut self, now: u64) -> usize {
-        let mut dropped = 0;
-        for p in &mut self.peers {
-            if let Some(ring) = &p.ring {
-                if !p.key.multicast && !ring.creator_alive() {
-                    p.ring = None;
-                    p.next_ms = now + RETRY_MS;
-                    dropped += 1;
-                }
-            }
-        }
-        dropped
-    }
-
-    /// Copies `bytes` into peer `p`'s ring and publishes it.
-    fn deliver(&mut self, p: usize, bytes: &[u8]) -> Delivery {
-        let ring = self.peers[p].ring.as_ref().expect("planned peers are attached");
-        if bytes.len() > ring.slot_capacity() {
-            ring.record_dropped();
-            return Delivery::TooLarge;
-        }
-        match ring.reserve_slot(ALL_READERS) {
-            Ok(h) => match ring.commit_slot(h, bytes) {
-                Ok(_) => Delivery::Served,
-                Err(_) => {
-                    let _ = ring.discard_slot(h);
-                    self.fail(p)
-                }
-            },
-            Err(e) => self.refused(p, e),
-        }
-    }
-
-    /// A reservation on peer `p` failed with `e`.
-    fn refused(&mut self, p: usize, e: SlotError) -> Delivery {
-        match e {
-            SlotError::NoFreeSlot | SlotError::WritersFull { .. } => {
-                if let Some(ring) = &self.peers[p].ring {
-                    ring.record_dropped();
-                }
-                Delivery::Full
-            }
-            _ => self.fail(p),
-        }
-    }
-
-    /// Peer `p`'s segment misbehaved (corrupt): let it go, try again later.
-    fn fail(&mut self, p: usize) -> Delivery {
-        let peer = &mut self.peers[p];
-        peer.ring = None;
-        peer.next_ms = coarse_ms() + RETRY_MS;
-        Delivery::Unreachable
-    }
-
-    /// The outcome of one step: `deliver(self, peer)` for a destination; a
-    /// duplicate gets its first's outcome from `report`.
-    fn outcome(&mut self, step: Step, report: &SendReport, deliver: impl FnOnce(&mut Self, usize) -> Delivery) -> Delivery {
-        match step {
-            Step::Done(d) => d,
-            Step::Same(j) => report.outcomes[usize::from(j)],
-            Step::To(p) => deliver(self, p as usize),
-        }
-    }
-
-    fn count(&mut self, report: &SendReport) {
-        for d in report.outcomes() {
-            match d {
-                Delivery::Served => self.sent += 1,
-                Delivery::Full | Delivery::TooLarge => self.dropped += 1,
-                Delivery::Unreachable => self.unreachable += 1,
-                Delivery::NotShm => {}
-            }
-        }
-    }
-}
-
-/// The destination slot a [`SendLoan`] lends.
-struct Primary {
-    locator: usize,
-    peer: usize,
-    handle: SlotHandle,
-    ptr: *mut u8,
-}
-
-/// A message being serialised in place; see [`ShmTransport::loan`].
-pub struct SendLoan<'a> {
-    st: MutexGuard<'a, SendState>,
-    steps: [Step; MAX_LOCATORS_PER_SEND],
-    len: usize,
-    primary: Option<Primary>,
-    cap: usize,
-}
-
-impl SendLoan<'_> {
-    /// The buffer to serialise into: a destination's slot (or the scratch
-    /// buffer when no destination can take the message), of
-    /// [`TransportConfig::max_message_size`] bytes.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        match &self.primary {
-            // SAFETY: the slot is loaned to us until commit or discard (the
-            // loan holds the transport's send lock, so nobody else uses this
-            // attachment), its payload is at least `cap` bytes (checked when
-            // it was chosen), and `&mut self` makes this the only borrow.
-            Some(pr) => unsafe { std::slice::from_raw_parts_mut(pr.ptr, self.cap) },
-            None => &mut self.st.scratch[..self.cap],
-        }
-    }
-
-    /// How many destinations will get the message (0: none can; the
-    /// caller may skip serialising).
-    pub fn destinations(&self) -> usize {
-        let primary = usize::from(self.primary.is_some());
-        primary + self.steps[..self.len].iter().enumerate().filter(|(i, s)| matches!(s, Step::To(_)) && self.primary.as_ref().is_none_or(|p| p.locator != *i)).count()
-    }
-
-    /// Publishes the first `len` bytes to every destination (a copy into
-    /// each but the one lending its slot) and reports what became of each
-    /// locator.
-    ///
-    /// # Errors
-    /// [`TransportError::MessageTooLarge`] if `len` exceeds the buffer
-    /// (nothing is sent).
-    pub fn commit(mut self, len: usize) -> Result<SendReport, TransportError> {
-        if len > self.cap {
-            return Err(TransportError::MessageTooLarge { len, max: self.cap });
-        }
-        let primary = self.primary.take();
-        let st = &mut *self.st;
-        let mut report = SendReport::new(self.len);
-        for (i, &step) in self.steps[..self.len].iter().enumerate() {
-            report.outcomes[i] = st.outcome(step, &report, |st, p| match &primary {
-                Some(pr) if pr.locator == i => Delivery::Served,
-                // SAFETY: the primary slot stays loaned to us (and
-                // unchanged) until it is committed below; `len <= cap` of
-                // its payload.
-                Some(pr) => st.deliver(p, unsafe { std::slice::from_raw_parts(pr.ptr, len) }),
-                None => st.deliver_scratch(p, len),
-            });
-        }
-        if let Some(pr) = primary {
-            let ring = st.peers[pr.peer].ring.as_ref().expect("the primary stays attached");
-            if ring.commit_in_place(pr.handle, len).is_err() {
-                let _ = ring.discard_slot(pr.handle);
-                report.outcomes[pr.locator] = st.fail(pr.peer);
-                for i in 0..self.len {
-                    if matches!(self.steps[i], Step::Same(j) if usize::from(j) == pr.locator) {
-                        report.outcomes[i] = report.outcomes[pr.locator];
-                    }
-                }
-            }
-        }
-        st.count(&report);
-        Ok(report)
-    }
-}
-
-impl SendState {
-    /// Delivers the first `len` scratch bytes to peer `p` (a loan nobody
-    /// could lend a slot to, whose destinations freed up meanwhile).
-    fn deliver_scratch(&mut self, p: usize, len: usize) -> Delivery {
-        let bytes = std::mem::take(&mut self.scratch);
-        let d = self.deliver(p, &bytes[..len]);
-        self.scratch = bytes;
-        d
-    }
-}
-
-impl Drop for SendLoan<'_> {
-    fn drop(&mut self) {
-        if let Some(pr) = self.primary.take() {
-            if let Some(ring) = &self.st.peers[pr.peer].ring {
-                let _ = ring.discard_slot(pr.handle);
-            }
-        }
     }
 }
 
