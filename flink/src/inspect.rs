@@ -55,6 +55,12 @@ struct InspectView {
     creator_alive: Option<bool>,
     attached: Option<bool>,
     write_seq: Option<u64>,
+    /// Samples committed by the writers attached now.
+    sent: Option<u64>,
+    /// Samples released by the readers attached now.
+    received: Option<u64>,
+    /// Samples the writers attached now dropped on a full ring.
+    dropped: Option<u64>,
     /// Sum of the readers' lost counts.
     lost: Option<u64>,
     age_ms: Option<u64>,
@@ -108,6 +114,9 @@ pub fn run(args: &InspectArgs) -> Result<(), CliError> {
         creator_alive: None,
         attached: None,
         write_seq: None,
+        sent: None,
+        received: None,
+        dropped: None,
         lost: None,
         age_ms: None,
         data_generation: None,
@@ -161,6 +170,9 @@ pub fn run(args: &InspectArgs) -> Result<(), CliError> {
                     } else {
                         (view.readers, view.writers) = participants(&st);
                         view.write_seq = Some(st.write_seq);
+                        view.sent = Some(st.sent());
+                        view.received = Some(st.received());
+                        view.dropped = Some(st.dropped());
                         view.lost = Some(st.lost());
                         view.data_generation = Some(st.data_generation);
                         view.data_waiters = Some(st.data_waiters);
@@ -234,6 +246,9 @@ fn report(v: &InspectView) -> String {
     if let Some(seq) = v.write_seq {
         let _ = writeln!(s, "  write_seq    {seq}");
     }
+    if let (Some(sent), Some(received), Some(dropped)) = (v.sent, v.received, v.dropped) {
+        let _ = writeln!(s, "  counters     {sent} sent, {received} received, {dropped} dropped (by the participants attached now)");
+    }
     if let Some(lost) = v.lost {
         let _ = writeln!(s, "  lost         {lost}");
     }
@@ -252,10 +267,10 @@ fn report(v: &InspectView) -> String {
         }
         let _ = writeln!(s, "writers ({})", v.writers.len());
         if !v.writers.is_empty() {
-            let mut rows = vec![["INDEX", "PID", "ALIVE", "COMMITS"].map(String::from).to_vec()];
+            let mut rows = vec![["INDEX", "PID", "ALIVE", "COMMITS", "DROPPED"].map(String::from).to_vec()];
             rows.extend(v.writers.iter().map(|w| {
                 let alive = if w.reclaiming { "reclaiming".into() } else { yes(w.alive).to_string() };
-                vec![w.index.to_string(), w.pid.to_string(), alive, w.position.to_string()]
+                vec![w.index.to_string(), w.pid.to_string(), alive, w.position.to_string(), w.dropped.to_string()]
             }));
             indent(&mut s, &table(&rows));
         }

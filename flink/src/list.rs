@@ -58,6 +58,13 @@ struct ListEntry {
     writers_alive: Option<usize>,
     writers_dead: Option<usize>,
     write_seq: Option<u64>,
+    /// Samples committed by the writers attached now.
+    sent: Option<u64>,
+    /// Samples released by the readers attached now.
+    received: Option<u64>,
+    /// Samples the writers attached now gave up on because the ring was
+    /// full (a never-blocking sender such as the transport).
+    dropped: Option<u64>,
     /// Sum of the readers' lost counts.
     lost: Option<u64>,
     created_unix_ms: Option<u64>,
@@ -85,6 +92,9 @@ impl ListEntry {
             writers_alive: None,
             writers_dead: None,
             write_seq: None,
+            sent: None,
+            received: None,
+            dropped: None,
             lost: None,
             created_unix_ms: flink.map(|f| f.created_unix_ms),
             age_ms: flink.map(|f| age_ms(f.created_unix_ms)),
@@ -137,6 +147,9 @@ impl ListEntry {
                     writers_alive: Some(wa),
                     writers_dead: Some(wd),
                     write_seq: Some(st.write_seq),
+                    sent: Some(st.sent()),
+                    received: Some(st.received()),
+                    dropped: Some(st.dropped()),
                     lost: Some(st.lost()),
                     created_unix_ms: Some(info.created_unix_ms),
                     age_ms: Some(age_ms(info.created_unix_ms)),
@@ -169,6 +182,9 @@ impl ListEntry {
             opt(self.readers_alive.zip(self.readers_dead).map(|(a, d)| format_alive_dead(a, d))),
             opt(self.writers_alive.zip(self.writers_dead).map(|(a, d)| format_alive_dead(a, d))),
             opt(self.write_seq.map(|s| s.to_string())),
+            opt(self.sent.map(|v| v.to_string())),
+            opt(self.received.map(|v| v.to_string())),
+            opt(self.dropped.map(|v| v.to_string())),
             opt(self.lost.map(|l| l.to_string())),
             opt(self.age_ms.map(format_age)),
         ]);
@@ -176,7 +192,8 @@ impl ListEntry {
     }
 }
 
-const HEADER: [&str; 12] = ["NAME", "STATE", "SLOTS × CAP", "STRIDE", "MAX R/W", "POLICY", "CREATOR", "READERS", "WRITERS", "WRITE_SEQ", "LOST", "AGE"];
+const HEADER: [&str; 15] =
+    ["NAME", "STATE", "SLOTS × CAP", "STRIDE", "MAX R/W", "POLICY", "CREATOR", "READERS", "WRITERS", "WRITE_SEQ", "SENT", "RECEIVED", "DROPPED", "LOST", "AGE"];
 
 /// Runs `flink list`.
 pub fn run(args: &ListArgs) -> Result<(), CliError> {

@@ -2,9 +2,10 @@
 //!
 //! Subcommands, one module each: `list` (every segment of a discovery
 //! directory), `inspect` (one segment in full), `clean` (remove stale
-//! segments), and `bench` (latency and throughput of shmslot against a
-//! memcpy + flag floor, measured between two pinned processes). `segment`
-//! holds what list, inspect and clean share.
+//! segments), and `bench` (latency and throughput of shmslot, and with
+//! `--transport` of its `ShmTransport`, against a memcpy + flag floor,
+//! measured between two pinned processes). `segment` holds what list,
+//! inspect and clean share.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -39,7 +40,8 @@ enum Command {
     /// flink files of a discovery directory; never a live one.
     Clean(clean::CleanArgs),
     /// Measure one-way latency and throughput of shmslot between two pinned
-    /// processes, against a memcpy + flag floor measured in the same run.
+    /// processes, against a memcpy + flag floor measured in the same run
+    /// (with --transport, also through ShmTransport, against the bare ring).
     Bench(bench::BenchArgs),
     /// The peer process of `flink bench` (internal: started by `bench`).
     #[command(name = "__bench-child", hide = true)]

@@ -285,6 +285,9 @@ pub struct ParticipantView {
     pub received: u64,
     /// Reader: samples lost to `DropOldest` overwrites (0 for a writer).
     pub lost: u64,
+    /// Writer: samples it gave up on because the ring was full (0 for a
+    /// reader).
+    pub dropped: u64,
 }
 
 impl From<&ParticipantStatus> for ParticipantView {
@@ -298,6 +301,7 @@ impl From<&ParticipantStatus> for ParticipantView {
             position: p.position,
             received: p.received,
             lost: p.lost,
+            dropped: p.dropped,
         }
     }
 }

@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shmslot::{Loan, PosixSlotAllocator, Reader};
+use shmslot::{Delivery, Loan, PosixSlotAllocator, Reader, ShmTransport, TransportConfig};
 
 const CHILD_TEST: &str = "child_process_entry";
 const ROLE: &str = "FLINK_CLI_CHILD_ROLE";
@@ -261,7 +261,7 @@ fn live_segment_is_listed_and_inspected() {
     assert_eq!(e["readers_dead"], 0);
     assert_eq!(e["writers_alive"], 1);
     assert_eq!(e["write_seq"], 5);
-    assert_eq!(e["lost"], 0);
+    assert_eq!((e["sent"].clone(), e["received"].clone(), e["dropped"].clone(), e["lost"].clone()), (5.into(), 2.into(), 0.into(), 0.into()), "{e}");
     assert_eq!(e["policy"], "KeepAll");
     assert_eq!(e["geometry"]["slot_count"], 16);
     assert_eq!(e["geometry"]["capacity"], 256);
@@ -273,12 +273,18 @@ fn live_segment_is_listed_and_inspected() {
     assert_eq!((r["index"].clone(), r["pid"].clone(), r["alive"].clone()), (0.into(), pid.into(), true.into()), "{r}");
     assert_eq!((r["position"].clone(), r["received"].clone(), r["lost"].clone()), (2.into(), 2.into(), 0.into()), "{r}");
     assert_eq!(e["writers"][0]["position"], 5, "{e}");
+    assert_eq!(e["writers"][0]["dropped"], 0, "{e}");
 
     let table = flink_ok(&dir, &["list"]);
+    let header = table.lines().next().unwrap_or_default();
+    let cols: Vec<&str> = header.split_whitespace().collect();
+    assert!(cols.windows(5).any(|w| w == ["WRITE_SEQ", "SENT", "RECEIVED", "DROPPED", "LOST"]), "{header}");
     let row = table.lines().find(|l| l.starts_with("telemetry")).unwrap_or_else(|| panic!("{table}"));
     for needle in ["live", "16 × 256 B", "320", "8/4", "KeepAll", &format!("{pid} alive"), "1 alive"] {
         assert!(row.contains(needle), "{needle:?} not in {row:?}\n{table}");
     }
+    // WRITE_SEQ 5, SENT 5, RECEIVED 2, DROPPED 0, LOST 0, then the age.
+    assert!(row.split_whitespace().collect::<Vec<_>>().windows(5).any(|w| w == ["5", "5", "2", "0", "0"]), "{row}");
 
     // inspect: by bare name (with --dir) and by path.
     for target in ["telemetry".to_string(), dir.join("telemetry").to_str().unwrap().to_string()] {
@@ -301,10 +307,12 @@ fn live_segment_is_listed_and_inspected() {
         assert_eq!(v["readers"][0]["registered"], true);
         assert_eq!(v["readers"][0]["position"], 2);
         assert_eq!(v["writers"][0]["position"], 5);
+        assert_eq!(v["writers"][0]["dropped"], 0);
+        assert_eq!((v["sent"].clone(), v["received"].clone(), v["dropped"].clone()), (5.into(), 2.into(), 0.into()), "{v}");
         assert!(v["data_generation"].is_u64() && v["data_waiters"].is_u64() && v["space_waiters"].is_u64(), "{v}");
     }
     let text = flink_ok(&dir, &["inspect", "telemetry"]);
-    for needle in ["state        live", "stride 320 B", "(untyped)", "write_seq    5", "NEXT SEQ", "COMMITS", "validation     ok"] {
+    for needle in ["state        live", "stride 320 B", "(untyped)", "write_seq    5", "5 sent, 2 received, 0 dropped", "NEXT SEQ", "COMMITS", "DROPPED", "validation     ok"] {
         assert!(text.contains(needle), "{needle:?} not in:\n{text}");
     }
 
@@ -316,6 +324,42 @@ fn live_segment_is_listed_and_inspected() {
     drop(reader);
     drop(ring);
     assert!(!seg.exists(), "the ring removes its object on drop");
+}
+
+#[test]
+fn transport_port_counters_are_listed_and_inspected() {
+    let dir = TestDir::new("transport");
+    let config = |domain| TransportConfig::new(domain).slot_count(4).slot_capacity(64).discovery_dir(dir.path());
+    let receiver = ShmTransport::new(config(3)).expect("receiver transport");
+    let sender = ShmTransport::new(config(3)).expect("sender transport");
+    let mut port = receiver.open_input().expect("open input port");
+    let name = format!("dds-d3-p{}", port.locator().port);
+    // A 4-slot port takes 4 messages; the next 2 are dropped (never blocks).
+    let outcomes: Vec<Delivery> = (0..6u8).map(|i| sender.send(&[i; 8], &[port.locator()]).expect("send").outcomes()[0]).collect();
+    assert_eq!(outcomes, [[Delivery::Served; 4].as_slice(), &[Delivery::Full; 2]].concat());
+    for _ in 0..3 {
+        drop(port.try_recv().expect("recv").expect("a message"));
+    }
+
+    let entries = list_json(&dir);
+    let e = entry(&entries, &name);
+    assert_eq!(e["state"], "live", "{e}");
+    assert_eq!((e["sent"].clone(), e["received"].clone(), e["dropped"].clone(), e["lost"].clone()), (4.into(), 3.into(), 2.into(), 0.into()), "{e}");
+    let table = flink_ok(&dir, &["list"]);
+    let row = table.lines().find(|l| l.starts_with(&name)).unwrap_or_else(|| panic!("{table}"));
+    // WRITE_SEQ 4, SENT 4, RECEIVED 3, DROPPED 2, LOST 0.
+    assert!(row.split_whitespace().collect::<Vec<_>>().windows(5).any(|w| w == ["4", "4", "3", "2", "0"]), "{row}");
+
+    let v = &json_lines(&flink_ok(&dir, &["inspect", &name, "--json"]))[0];
+    assert_eq!(v["writers"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!((v["writers"][0]["position"].clone(), v["writers"][0]["dropped"].clone()), (4.into(), 2.into()), "{v}");
+    assert_eq!((v["readers"][0]["received"].clone(), v["dropped"].clone()), (3.into(), 2.into()), "{v}");
+    let text = flink_ok(&dir, &["inspect", &name]);
+    assert!(text.contains("4 sent, 3 received, 2 dropped"), "{text}");
+
+    let flink_path = port.flink_path().to_owned();
+    drop((port, sender, receiver));
+    assert!(!flink_path.exists(), "the port's flink file was left behind");
 }
 
 #[test]

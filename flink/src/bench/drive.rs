@@ -9,6 +9,7 @@
 //!   consumes, checks sequence order and reads every payload byte. A MARK
 //!   sample starts the peer's clock after the warm-up, STOP ends it.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::error::{BenchError, Result};
@@ -34,6 +35,15 @@ pub struct Budget {
 
 /// The parent's side of the ping-pong.
 pub trait PingSide {
+    /// Takes what the peer said after `ready` (see [`EchoSide::hello`]);
+    /// returns the paths of objects the peer created, for `--verbose`.
+    fn peer_ready(&mut self, hello: &str) -> Result<Vec<PathBuf>> {
+        if hello.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Err(BenchError::Data(format!("unexpected words after 'ready': '{hello}'")))
+        }
+    }
     /// Publishes `src` (its head already holds `seq`).
     fn send(&mut self, seq: u64, src: &[u8], watch: &mut Watch<'_>) -> Result<()>;
     /// Waits for the reply to `seq` and copies it into `dst`.
@@ -44,6 +54,11 @@ pub trait PingSide {
 
 /// The peer's side of the ping-pong.
 pub trait EchoSide {
+    /// What the peer tells the parent in its `ready` line (nothing, unless
+    /// the parent needs to learn something from it, e.g. where to reply).
+    fn hello(&self) -> String {
+        String::new()
+    }
     /// Waits for one sample and replies with a copy; `false` on STOP.
     fn echo(&mut self, watch: &mut Watch<'_>) -> Result<bool>;
 }

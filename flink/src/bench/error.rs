@@ -5,7 +5,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shmslot::{OpenError, SlotError};
+use shmslot::{OpenError, SlotError, TransportError};
 
 /// An error of the bench or of its peer process.
 #[derive(Debug)]
@@ -23,6 +23,13 @@ pub enum BenchError {
         op: &'static str,
         /// The library's error.
         source: SlotError,
+    },
+    /// A transport operation failed.
+    Transport {
+        /// The operation, e.g. `open an input port`.
+        op: &'static str,
+        /// The library's error.
+        source: TransportError,
     },
     /// A system call or file operation failed.
     Io {
@@ -75,6 +82,7 @@ impl fmt::Display for BenchError {
         match self {
             Self::Open { what, source } => write!(f, "cannot {what}: {source}"),
             Self::Slot { op, source } => write!(f, "cannot {op}: {source}"),
+            Self::Transport { op, source } => write!(f, "transport: cannot {op}: {source}"),
             Self::Io { op, path, source } => write!(f, "cannot {op} {}: {source}", path.display()),
             Self::Affinity { cpu, source } => {
                 write!(f, "cannot pin to CPU {cpu}: {source} (see `nproc`; choose other CPUs with --cpus A,B)")
@@ -99,6 +107,7 @@ impl std::error::Error for BenchError {
         match self {
             Self::Open { source, .. } => Some(source),
             Self::Slot { source, .. } => Some(source),
+            Self::Transport { source, .. } => Some(source),
             Self::Io { source, .. } | Self::Affinity { source, .. } => Some(source),
             _ => None,
         }
@@ -108,6 +117,11 @@ impl std::error::Error for BenchError {
 /// Attaches an operation name to a [`SlotError`].
 pub fn slot(op: &'static str) -> impl FnOnce(SlotError) -> BenchError {
     move |source| BenchError::Slot { op, source }
+}
+
+/// Attaches an operation name to a [`TransportError`].
+pub fn transport_error(op: &'static str) -> impl FnOnce(TransportError) -> BenchError {
+    move |source| BenchError::Transport { op, source }
 }
 
 /// Result of the bench.

@@ -1,15 +1,19 @@
 //! `flink bench`: one-way latency and throughput of shmslot between two
 //! processes pinned to different CPUs, next to a memcpy + flag floor
-//! measured in the same run (DESIGN §10), reported as ratios to it.
+//! measured in the same run (DESIGN §10), reported as ratios to it. With
+//! `--transport`, also through [`ShmTransport`](::shmslot::ShmTransport)
+//! (DESIGN §8), reported as ratios to the bare ring as well.
 //!
 //! The parent creates everything (a private discovery directory under the
 //! temp dir, the rings, the floor's shm object) and starts, per case, the
-//! same binary as its peer (`flink __bench-child …`), which only attaches.
-//! Whatever happens — a peer that fails, an error, Ctrl-C — the parent's
-//! drops remove every object and file it created.
+//! same binary as its peer (`flink __bench-child …`), which only attaches —
+//! except that a transport peer opens its own input port, as every
+//! participant does. Whatever happens — a peer that fails, an error,
+//! Ctrl-C — the parent's drops remove every object and file it created, and
+//! the workspace's final clean whatever a killed peer left.
 //!
-//! * [`drive`]: the measurement loops, shared by both systems;
-//! * [`shmslot`] and [`floor`]: the two systems' sides;
+//! * [`drive`]: the measurement loops, shared by every system;
+//! * [`shmslot`], [`transport`] and [`floor`]: the systems' sides;
 //! * [`proc`]: pinning, the peer process, liveness checks;
 //! * [`report`]: statistics, the table and JSON lines.
 
@@ -19,6 +23,7 @@ mod floor;
 mod proc;
 mod report;
 mod shmslot;
+mod transport;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -35,6 +40,7 @@ use floor::{FloorMap, FloorParent, FloorPeer};
 use proc::Peer;
 use report::Measurement;
 use shmslot::{ParentRings, PeerRings};
+use transport::Endpoint;
 
 /// Largest sample size accepted (16 slots × 2 rings of it are mapped).
 const MAX_SIZE: usize = 16 << 20;
@@ -64,6 +70,10 @@ pub enum System {
     Floor,
     /// shmslot rings through the safe API.
     Shmslot,
+    /// shmslot's transport: `ShmTransport::send` to the peer's input port.
+    Transport,
+    /// shmslot's transport: `ShmTransport::loan`, write in place, `commit`.
+    TransportLoan,
 }
 
 impl System {
@@ -71,6 +81,8 @@ impl System {
         match self {
             Self::Floor => "floor",
             Self::Shmslot => "shmslot",
+            Self::Transport => "transport",
+            Self::TransportLoan => "transport-loan",
         }
     }
 }
@@ -129,6 +141,10 @@ pub struct BenchArgs {
     /// shmslot wait modes: poll (spin on try_recv) and/or blocking (spin, then futex park).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "poll,blocking")]
     modes: Vec<Mode>,
+    /// Also measure shmslot's transport (ShmTransport: send, and loan + commit),
+    /// in each mode, next to the bare ring, with its ratios to the ring.
+    #[arg(long)]
+    transport: bool,
     /// Repeat every case N times and report medians (default 3, --quick 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     reps: Option<u32>,
@@ -163,9 +179,12 @@ pub struct ChildArgs {
     size: usize,
     #[arg(long)]
     cpu: usize,
-    /// Ring name prefix (shmslot) or shm object name (floor).
+    /// Ring name prefix (shmslot), shm object name (floor) or domain id (transport).
     #[arg(long)]
     target: String,
+    /// The parent's input port locator (transport), as `KIND/PORT/ADDRESS-HEX`.
+    #[arg(long)]
+    peer: Option<String>,
     #[arg(long)]
     dir: Option<PathBuf>,
     #[arg(long)]
@@ -209,6 +228,11 @@ impl Workspace {
 
 impl Drop for Workspace {
     fn drop(&mut self) {
+        // The parent's rings remove themselves; a peer's transport port is
+        // removed by the peer, or by the parent's last attachment if the
+        // peer was killed. Whatever is still there now is stale (its creator
+        // gone): remove its shm object, then the directory.
+        let _ = ::shmslot::discovery::clean(&self.dir, false);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -279,6 +303,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         for &size in &sizes {
             cases.push(Case { system: System::Floor, mode: Mode::Poll, size, rep });
             cases.extend(modes.iter().map(|&mode| Case { system: System::Shmslot, mode, size, rep }));
+            if args.transport {
+                for system in [System::Transport, System::TransportLoan] {
+                    cases.extend(modes.iter().map(|&mode| Case { system, mode, size, rep }));
+                }
+            }
         }
     }
 
@@ -339,22 +368,33 @@ fn run_case(ws: &Workspace, n: usize, case: Case, s: &Settings, progress: &mut P
             let map = FloorMap::create(&name, case.size)?;
             ws.created(&map.path());
             peer_args.extend(["--target".into(), name.into()]);
-            measure(&mut FloorParent::new(map), &peer_args, case, s, progress)
+            measure(ws, &mut FloorParent::new(map), &peer_args, case, s, progress)
         }
         System::Shmslot => {
             let tag = format!("c{n}");
             let mut rings = ParentRings::create(ws, &tag, case.size, case.mode, s.spin)?;
             peer_args.extend(["--target".into(), tag.into(), "--dir".into(), ws.dir().as_os_str().to_owned()]);
-            measure(&mut rings, &peer_args, case, s, progress)
+            measure(ws, &mut rings, &peer_args, case, s, progress)
+        }
+        System::Transport | System::TransportLoan => {
+            // A domain of its own per case: nothing of an earlier case is seen.
+            let domain = n as u32;
+            let mut side = Endpoint::create(ws, domain, case.size, case.mode, case.system == System::TransportLoan)?;
+            peer_args.extend(["--target".into(), domain.to_string().into(), "--dir".into(), ws.dir().as_os_str().to_owned()]);
+            peer_args.extend(["--peer".into(), side.locator().into()]);
+            measure(ws, &mut side, &peer_args, case, s, progress)
         }
     }
 }
 
-fn measure<T: PingSide + PubSide>(side: &mut T, peer_args: &[OsString], case: Case, s: &Settings, progress: &mut Progress) -> Result<Measurement> {
+fn measure<T: PingSide + PubSide>(ws: &Workspace, side: &mut T, peer_args: &[OsString], case: Case, s: &Settings, progress: &mut Progress) -> Result<Measurement> {
     let mut peer = Peer::spawn(peer_args)?;
     let ready = peer.read_line("ready line", Duration::from_secs(30))?;
-    if ready != "ready" {
+    let Some(hello) = ready.strip_prefix("ready").filter(|h| h.is_empty() || h.starts_with(' ')) else {
         return Err(BenchError::Child { what: format!("printed '{ready}' instead of 'ready'"), stderr: String::new() });
+    };
+    for path in side.peer_ready(hello.trim_start())? {
+        ws.created(&path);
     }
     progress.step(&case, "latency");
     let mut watch = || peer.check_alive();
@@ -397,6 +437,13 @@ pub fn child_main(args: &ChildArgs) -> Result<()> {
             let dir = args.dir.as_deref().ok_or_else(|| BenchError::Data("--dir is required for shmslot".into()))?;
             serve(&mut PeerRings::attach(dir, &args.target, args.size, args.mode, spin)?, &mut watch)
         }
+        System::Transport | System::TransportLoan => {
+            let dir = args.dir.clone().ok_or_else(|| BenchError::Data("--dir is required for the transport".into()))?;
+            let domain = args.target.parse().map_err(|_| BenchError::Data(format!("--target {} is not a domain id", args.target)))?;
+            let peer = transport::decode_locator(args.peer.as_deref().ok_or_else(|| BenchError::Data("--peer is required for the transport".into()))?)?;
+            let loan = args.system == System::TransportLoan;
+            serve(&mut Endpoint::attach(dir, domain, args.size, args.mode, loan, peer)?, &mut watch)
+        }
     }
 }
 
@@ -405,7 +452,8 @@ fn serve<T: EchoSide + SubSide>(side: &mut T, watch: &mut proc::Watch<'_>) -> Re
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|source| BenchError::Io { op: "write", path: PathBuf::from("<stdout>"), source })
     };
-    say("ready")?;
+    let hello = side.hello();
+    say(&if hello.is_empty() { "ready".to_string() } else { format!("ready {hello}") })?;
     drive::echo(side, watch)?;
     let c = drive::consume(side, watch)?;
     say(&format!("thr {} {} {}", c.count, c.elapsed.as_nanos(), c.sum))

@@ -1,6 +1,7 @@
 //! Statistics and output: percentiles of one run, medians over repetitions,
-//! ratios to the floor measured in the same repetition, then a table or
-//! JSON lines (hand-written: one object per row).
+//! ratios to the floor measured in the same repetition (and, for the
+//! transport, to the bare ring of the same mode and repetition), then a
+//! table or JSON lines (hand-written: one object per row).
 
 use std::fmt::Write as _;
 
@@ -73,10 +74,32 @@ pub struct Row {
     pub p50_ratio: f64,
     /// Median over repetitions of (msgs/s / floor msgs/s of the same repetition).
     pub msgs_ratio: f64,
+    /// Transport rows: their ratios to the bare ring.
+    pub vs_ring: Option<RingRatios>,
+}
+
+/// A transport row over the bare ring (shmslot, same mode, size and
+/// repetition): medians of per-repetition ratios transport / ring. Latency:
+/// lower is better; throughput: higher is better.
+#[derive(Debug, Clone, Copy)]
+pub struct RingRatios {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub msgs: f64,
+}
+
+/// The issue's target for the transport: within this factor of the bare
+/// ring (latency at most this much higher, throughput at most this much
+/// lower), at 8 B to 1 KiB.
+pub const TRANSPORT_TARGET: f64 = 1.3;
+
+fn is_transport(s: System) -> bool {
+    matches!(s, System::Transport | System::TransportLoan)
 }
 
 /// Groups measurements by case (size, then floor, shmslot poll, shmslot
-/// blocking) and takes medians.
+/// blocking, then the transport's) and takes medians.
 pub fn aggregate(ms: &[Measurement]) -> Vec<Row> {
     let mut keys: Vec<(usize, System, Mode)> = ms.iter().map(|m| (m.size, m.system, m.mode)).collect();
     keys.sort();
@@ -86,6 +109,8 @@ pub fn aggregate(ms: &[Measurement]) -> Vec<Row> {
             let of: Vec<&Measurement> = ms.iter().filter(|m| (m.size, m.system, m.mode) == (size, system, mode)).collect();
             let floor_of = |rep| ms.iter().find(|f| f.system == System::Floor && f.size == size && f.rep == rep);
             let ratios = |f: &dyn Fn(&Measurement, &Measurement) -> f64| median(of.iter().filter_map(|m| floor_of(m.rep).map(|fl| f(m, fl))).collect());
+            let ring_of = |rep| ms.iter().find(|r| r.system == System::Shmslot && r.mode == mode && r.size == size && r.rep == rep);
+            let to_ring = |f: &dyn Fn(&Measurement, &Measurement) -> f64| median(of.iter().filter_map(|m| ring_of(m.rep).map(|r| f(m, r))).collect());
             let msgs_per_s = median(of.iter().map(|m| m.msgs_per_s).collect());
             Row {
                 system,
@@ -100,6 +125,12 @@ pub fn aggregate(ms: &[Measurement]) -> Vec<Row> {
                 gb_per_s: msgs_per_s * size as f64 / 1e9,
                 p50_ratio: ratios(&|m, f| m.lat.p50 / f.lat.p50),
                 msgs_ratio: ratios(&|m, f| m.msgs_per_s / f.msgs_per_s),
+                vs_ring: is_transport(system).then(|| RingRatios {
+                    p50: to_ring(&|m, r| m.lat.p50 / r.lat.p50),
+                    p99: to_ring(&|m, r| m.lat.p99 / r.lat.p99),
+                    p999: to_ring(&|m, r| m.lat.p999 / r.lat.p999),
+                    msgs: to_ring(&|m, r| m.msgs_per_s / r.msgs_per_s),
+                }),
             }
         })
         .collect()
@@ -142,9 +173,10 @@ fn fmt_ratio(r: f64) -> String {
 /// The table, with a note on how to read it.
 pub fn table(rows: &[Row], reps: u32) -> String {
     let mut s = String::new();
+    let sw = rows.iter().map(|r| r.system.as_str().len()).max().unwrap_or(0).max(8);
     let _ = writeln!(
         s,
-        "{:<8} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10}",
+        "{:<sw$} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10}",
         "system", "mode", "size", "p50", "p99", "p99.9", "msgs/s", "GB/s", "p50/floor", "msgs/floor"
     );
     let mut last_size = None;
@@ -155,7 +187,7 @@ pub fn table(rows: &[Row], reps: u32) -> String {
         last_size = Some(r.size);
         let _ = writeln!(
             s,
-            "{:<8} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7.3} {:>9} {:>10}",
+            "{:<sw$} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7.3} {:>9} {:>10}",
             r.system.as_str(),
             r.mode.as_str(),
             format_size(r.size),
@@ -173,6 +205,41 @@ pub fn table(rows: &[Row], reps: u32) -> String {
         "\nlatency: one-way = RTT/2 of a pinned ping-pong; throughput: one writer, one reader, ring of 16.\n\
          {} per case; ratios are medians of per-repetition ratios to the floor (p50: lower is better, msgs/s: higher is better).",
         if reps == 1 { "1 repetition".to_string() } else { format!("medians of {reps} repetitions") }
+    );
+    if rows.iter().any(|r| r.vs_ring.is_some()) {
+        s.push('\n');
+        s.push_str(&ring_table(rows, sw));
+    }
+    s
+}
+
+/// The transport rows over the bare ring (shown with `--transport`).
+fn ring_table(rows: &[Row], sw: usize) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "transport / bare ring (shmslot, same mode, same repetition):");
+    let _ = writeln!(s, "{:<sw$} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9}", "system", "mode", "size", "p50", "p99", "p99.9", "msgs/s");
+    let mut last_size = None;
+    for r in rows {
+        let Some(v) = r.vs_ring else { continue };
+        if last_size.is_some_and(|l| l != r.size) {
+            s.push('\n');
+        }
+        last_size = Some(r.size);
+        let _ = writeln!(
+            s,
+            "{:<sw$} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9}",
+            r.system.as_str(),
+            r.mode.as_str(),
+            format_size(r.size),
+            fmt_ratio(v.p50),
+            fmt_ratio(v.p99),
+            fmt_ratio(v.p999),
+            fmt_ratio(v.msgs),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nmedians of per-repetition ratios transport / ring: latency above 1 and throughput below 1 are what the transport costs."
     );
     s
 }
@@ -195,6 +262,15 @@ pub fn targets(rows: &[Row]) -> String {
             let _ = writeln!(s, "target >= {} msgs/s at {:>6}: {} ({})", fmt_rate(want), format_size(r.size), fmt_rate(r.msgs_per_s), if ok { "met" } else { "MISSED" });
         }
     }
+    let t = TRANSPORT_TARGET;
+    for r in rows.iter().filter(|r| r.mode == Mode::Poll && r.size <= 1024) {
+        let Some(v) = r.vs_ring else { continue };
+        let met = |ok: bool| if ok { "met" } else { "MISSED" };
+        let (lat_ok, thr_ok) = (v.p50 <= t, v.msgs >= 1.0 / t);
+        let name = r.system.as_str();
+        let _ = writeln!(s, "target {name} p50 <= {t}x ring at {:>6}: {} ({})", format_size(r.size), fmt_ratio(v.p50), met(lat_ok));
+        let _ = writeln!(s, "target {name} msgs/s >= ring/{t} at {:>6}: {} ({})", format_size(r.size), fmt_ratio(v.msgs), met(thr_ok));
+    }
     s
 }
 
@@ -206,13 +282,18 @@ fn num(v: f64, digits: usize) -> String {
     }
 }
 
-/// One JSON object per row, one per line.
+/// One JSON object per row, one per line. Transport rows also carry their
+/// ratios to the bare ring (`p50_vs_ring`, `p99_vs_ring`, `p999_vs_ring`,
+/// `msgs_vs_ring`).
 pub fn json_lines(rows: &[Row]) -> String {
     let mut s = String::new();
     for r in rows {
+        let vs_ring = r.vs_ring.map_or_else(String::new, |v| {
+            format!(",\"p50_vs_ring\":{},\"p99_vs_ring\":{},\"p999_vs_ring\":{},\"msgs_vs_ring\":{}", num(v.p50, 3), num(v.p99, 3), num(v.p999, 3), num(v.msgs, 3))
+        });
         let _ = writeln!(
             s,
-            "{{\"system\":\"{}\",\"mode\":\"{}\",\"size\":{},\"reps\":{},\"samples\":{},\"p50_ns\":{},\"p99_ns\":{},\"p999_ns\":{},\"msgs_per_s\":{},\"gb_per_s\":{},\"p50_vs_floor\":{},\"msgs_vs_floor\":{}}}",
+            "{{\"system\":\"{}\",\"mode\":\"{}\",\"size\":{},\"reps\":{},\"samples\":{},\"p50_ns\":{},\"p99_ns\":{},\"p999_ns\":{},\"msgs_per_s\":{},\"gb_per_s\":{},\"p50_vs_floor\":{},\"msgs_vs_floor\":{}{vs_ring}}}",
             r.system.as_str(),
             r.mode.as_str(),
             r.size,
@@ -259,5 +340,40 @@ mod tests {
         assert!((rows[1].msgs_ratio - 0.5).abs() < 1e-9);
         let json = json_lines(&rows);
         assert!(json.lines().all(|l| l.starts_with('{') && l.ends_with('}')));
+        assert!(!json.contains("vs_ring"), "only transport rows carry ring ratios: {json}");
+        let text = table(&rows, 2);
+        assert!(text.starts_with("system   mode "), "without transport rows the columns stay as they were:\n{text}");
+        assert!(!text.contains("bare ring") && !targets(&rows).contains("transport"), "{text}");
+    }
+
+    #[test]
+    fn transport_rows_pair_with_the_ring_of_the_same_mode_and_repetition() {
+        let lat = |p50| Latency { p50, p99: p50 * 2.0, p999: p50 * 4.0, samples: 1 };
+        let m = |system, mode, rep, p50, thr| Measurement { system, mode, size: 64, rep, lat: lat(p50), msgs_per_s: thr };
+        let rows = aggregate(&[
+            m(System::Floor, Mode::Poll, 0, 100.0, 10.0),
+            m(System::Shmslot, Mode::Poll, 0, 200.0, 8.0),
+            m(System::Shmslot, Mode::Blocking, 0, 1000.0, 2.0),
+            m(System::Transport, Mode::Poll, 0, 300.0, 4.0),
+            m(System::Transport, Mode::Blocking, 0, 1100.0, 2.0),
+            m(System::Floor, Mode::Poll, 1, 100.0, 10.0),
+            m(System::Shmslot, Mode::Poll, 1, 400.0, 8.0),
+            m(System::Shmslot, Mode::Blocking, 1, 1000.0, 2.0),
+            m(System::Transport, Mode::Poll, 1, 400.0, 8.0),
+            m(System::Transport, Mode::Blocking, 1, 1100.0, 2.0),
+        ]);
+        let tp = rows.iter().find(|r| r.system == System::Transport && r.mode == Mode::Poll).unwrap();
+        let v = tp.vs_ring.expect("ring ratios");
+        assert!((v.p50 - 1.25).abs() < 1e-9, "median of 1.5 and 1.0: {v:?}");
+        assert!((v.p999 - 1.25).abs() < 1e-9, "{v:?}");
+        assert!((v.msgs - 0.75).abs() < 1e-9, "median of 0.5 and 1.0: {v:?}");
+        let tb = rows.iter().find(|r| r.system == System::Transport && r.mode == Mode::Blocking).unwrap();
+        assert!((tb.vs_ring.unwrap().p50 - 1.1).abs() < 1e-9, "blocking pairs with blocking");
+        assert!(rows.iter().filter(|r| r.system != System::Transport).all(|r| r.vs_ring.is_none()));
+        let json = json_lines(&rows);
+        assert_eq!(json.matches("\"p50_vs_ring\":1.250").count(), 1, "{json}");
+        let text = table(&rows, 2);
+        assert!(text.contains("transport / bare ring") && text.contains("1.25x"), "{text}");
+        assert!(targets(&rows).contains("target transport p50 <= 1.3x ring at   64 B: 1.25x (met)"), "{}", targets(&rows));
     }
 }
