@@ -6,8 +6,9 @@
 //!
 //! Run without a role, it is **ping**: it makes a private discovery
 //! directory, opens its input port, and starts itself again as **pong**
-//! (`transport pong PING_PORT DIR`). Pong opens its own port and sends its
-//! locator to ping as its first message; then ping sends COUNT numbered
+//! (`transport pong PING_LOCATOR DIR`: the locator as text). Pong opens its own
+//! port and sends its locator to ping as its first message (as an RTPS
+//! `Locator_t`, 24 bytes); then ping sends COUNT numbered
 //! messages and pong echoes each one back. Ping prints the round-trip
 //! statistics (one-way = RTT / 2) and both transports' counters, and removes
 //! the directory; each port's ring is removed by its owner when it closes.
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use shmslot::{InputPort, Locator, ShmTransport, TransportConfig};
+use shmslot::{Endianness, InputPort, Locator, ShmTransport, TransportConfig};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -29,22 +30,6 @@ const BYE: &[u8] = b"bye";
 
 fn config(dir: &Path) -> TransportConfig {
     TransportConfig::new(DOMAIN).slot_count(64).slot_capacity(4096).discovery_dir(dir)
-}
-
-/// A locator as 24 bytes (RTPS `Locator_t`: kind, port, address; little
-/// endian here), to send it in a message.
-fn locator_bytes(l: &Locator) -> [u8; 24] {
-    let mut b = [0u8; 24];
-    b[..4].copy_from_slice(&l.kind.to_le_bytes());
-    b[4..8].copy_from_slice(&l.port.to_le_bytes());
-    b[8..].copy_from_slice(&l.address);
-    b
-}
-
-fn locator_from(b: &[u8]) -> Result<Locator> {
-    let b: &[u8; 24] = b.try_into().map_err(|_| format!("expected a 24-byte locator, got {} bytes", b.len()))?;
-    let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
-    Ok(Locator { kind: i32::from_le_bytes(word(0)), port: u32::from_le_bytes(word(4)), address: b[8..].try_into()? })
 }
 
 /// The next message on `port`, copied out; an error after [`PATIENCE`].
@@ -110,9 +95,9 @@ fn ping(count: usize, size: usize) -> Result<()> {
     println!("ping: port {} in {} (locator {})", port.locator().port, dir.0.display(), port.locator());
 
     let exe = std::env::current_exe()?;
-    let mut pong = Pong(Command::new(exe).arg("pong").arg(port.locator().port.to_string()).arg(&dir.0).spawn()?);
+    let mut pong = Pong(Command::new(exe).arg("pong").arg(port.locator().to_string()).arg(&dir.0).spawn()?);
     // Pong's first message: where to send.
-    let peer = locator_from(&recv(&mut port, "locator from pong")?)?;
+    let peer = Locator::decode(&recv(&mut port, "locator from pong")?, Endianness::Little)?;
     println!("ping: pong (pid {}) listens on port {}", pong.0.id(), peer.port);
 
     let warmup = (count / 10).min(1000);
@@ -153,13 +138,14 @@ fn ping(count: usize, size: usize) -> Result<()> {
     Ok(())
 }
 
-fn pong(ping_port: u32, dir: &Path) -> Result<()> {
+fn pong(peer: Locator, dir: &Path) -> Result<()> {
     let transport = ShmTransport::new(config(dir))?;
     let mut port = transport.open_input()?;
-    // Same host, domain and namespace as our own port: only the port differs.
-    let peer = Locator { port: ping_port, ..port.locator() };
-    send(&transport, &locator_bytes(&port.locator()), peer)?;
-    println!("pong: port {}, echoing to port {ping_port}", port.locator().port);
+    if !transport.is_reachable(&peer) {
+        return Err(format!("{peer} is not reachable through shared memory from here").into());
+    }
+    send(&transport, &port.locator().encode(Endianness::Little), peer)?;
+    println!("pong: port {}, echoing to {peer}", port.locator().port);
     loop {
         let msg = port.recv_timeout(PATIENCE)?.ok_or("ping stopped sending")?;
         if *msg == *BYE {
@@ -176,9 +162,10 @@ fn pong(ping_port: u32, dir: &Path) -> Result<()> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("pong") => match (args.get(1).and_then(|p| p.parse().ok()), args.get(2)) {
-            (Some(port), Some(dir)) => pong(port, Path::new(dir)),
-            _ => Err("usage: transport pong PING_PORT DIR".into()),
+        Some("pong") => match (args.get(1).map(|l| l.parse::<Locator>()), args.get(2)) {
+            (Some(Ok(peer)), Some(dir)) => pong(peer, Path::new(dir)),
+            (Some(Err(e)), _) => Err(e.into()),
+            _ => Err("usage: transport pong PING_LOCATOR DIR".into()),
         },
         _ => {
             let num = |i: usize, default: usize| args.get(i).map_or(Ok(default), |a| a.parse().map_err(|_| format!("argument {} must be a number, got {a:?}", i + 1)));

@@ -213,7 +213,7 @@ pub(crate) fn publish(path: &Path, info: &FlinkInfo) -> Result<(), OpenError> {
 }
 
 /// Reads and checks the flink file at `path`: no symlink, a regular file of
-/// ours, not group/other writable, exactly [`FLINK_SIZE`] bytes.
+/// ours, not group/other writable, exactly 128 bytes.
 ///
 /// # Errors
 /// [`OpenError`] naming the file and the reason.

@@ -207,7 +207,7 @@ impl TransportConfig {
     }
 
     /// Directory of the flink files (default
-    /// [`default_discovery_dir`](crate::default_discovery_dir)). Every
+    /// [`default_discovery_dir`]). Every
     /// participant of a domain must use the same one.
     #[must_use]
     pub fn discovery_dir(mut self, dir: impl Into<PathBuf>) -> Self {
