@@ -48,6 +48,15 @@ fn bench(c: &mut Criterion) {
                 criterion::black_box(m[0]);
             })
         });
+        g.bench_with_input(BenchmarkId::new("transport-sender-loan", size), &payload, |bn, p| {
+            bn.iter(|| {
+                let mut loan = sender.loan(&to).expect("loan");
+                loan.as_mut_slice()[..p.len()].copy_from_slice(p);
+                loan.commit(p.len()).expect("commit");
+                let m = port.try_recv().expect("recv").expect("a message");
+                criterion::black_box(m[0]);
+            })
+        });
     }
     g.finish();
     let _ = std::fs::remove_dir(&dir);
