@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of shmslot: the workspace suite (unit, conformance,
 # cross-process, crashes and kills, corrupt segments, hostile scribbler,
-# permissions, differential, allocation, flink CLI) under nextest, then the
+# permissions, differential, allocation, locators, the transport across
+# processes, users and IPC namespaces, flink CLI) under nextest, then the
 # loom models of the ring protocol.
 set -euo pipefail
 cd "$(dirname "$0")/.."

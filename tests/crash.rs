@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use common::family::{child_env as env, say};
 use common::{assert_unlinked, check, child_command, fill, mix, TestDir};
 use shmslot::discovery::{self, CleanOutcome, Reclaim, SegmentState};
 use shmslot::{OpenError, OverflowPolicy, PosixSlotAllocator, Reader, SlotBackend, SlotError, ALL_READERS};
@@ -37,16 +38,6 @@ const COUNT: &str = "SHMSLOT_CRASH_COUNT";
 // ───────────────────────────── payload ─────────────────────────────
 
 // ───────────────────────────── children ─────────────────────────────
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
-}
 
 /// Not a test of its own: a child process's entry point (returns at once
 /// unless `SHMSLOT_CRASH_ROLE` is set).

@@ -25,11 +25,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::family::{Family, Fields};
+use common::family::{child_env as env, say, Family, Fields};
 use common::{assert_unlinked, mix, TestDir};
 use shmslot::{Loan, OverflowPolicy, PosixSlotAllocator, Reader, SlotBackend};
 
@@ -94,18 +93,8 @@ fn check(bytes: &[u8], seq: u64) -> (u32, u32) {
 
 // ───────────────────────────── child side ─────────────────────────────
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("child: {name} not set"))
-}
-
 fn env_u64(name: &str) -> u64 {
     env(name).parse().unwrap_or_else(|e| panic!("child: {name}: {e}"))
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").unwrap();
-    out.flush().unwrap();
 }
 
 /// Plays a child process when `SHMSLOT_CHILD_ROLE` is set; otherwise a no-op.

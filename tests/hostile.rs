@@ -118,11 +118,10 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::family::{Family, Fields};
+use common::family::{child_env as env, say, Family, Fields};
 use common::{assert_unlinked, fill, mix, sample_len, Rng, TestDir};
 use shmslot::{OverflowPolicy, PosixSlotAllocator, SlotBackend, SlotError, SlotHandle, ALL_READERS};
 
@@ -212,16 +211,6 @@ fn verdict(b: &[u8], seq: u64, cap: usize) -> Verdict {
 }
 
 // ───────────────────────────── child plumbing ─────────────────────────────
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("child: {name} not set"))
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").unwrap();
-    out.flush().unwrap();
-}
 
 fn wait_go() -> Times {
     let mut line = String::new();

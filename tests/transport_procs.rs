@@ -9,12 +9,12 @@
 
 mod common;
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::family::Family;
+use common::family::{child_env as env, say, Family};
 use common::{assert_unlinked, check, fill, TestDir};
 use shmslot::locator::{Locator, NamespaceFacts, NamespaceId, ShmAddress};
 use shmslot::transport::{Delivery, InputPort, ShmTransport, TransportConfig};
@@ -30,16 +30,6 @@ const CAP: usize = 200;
 const UNICAST: u64 = 100_000;
 const MULTICAST: u64 = 10_000;
 const PEERS: u64 = 3;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("child: {name} not set"))
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").unwrap();
-    out.flush().unwrap();
-}
 
 fn unique_domain() -> u32 {
     // Each test has its own discovery directory; a distinct domain id too
@@ -351,21 +341,11 @@ fn another_ipc_namespace_with_its_own_dev_shm_is_not_reachable() {
     let me = ShmTransport::new(TransportConfig::new(domain).discovery_dir(dir.path())).unwrap();
     let mine = me.open_input().unwrap();
     // `unshare --ipc --mount` and a fresh tmpfs on /dev/shm, then the child.
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["--ipc", "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs -o mode=1777 tmpfs /dev/shm && exec \"$0\" \"$@\""])
-        .arg(&exe)
-        .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-        .env(ROLE, "probe")
-        .env(DIR, dir.path())
-        .env(DOMAIN, domain.to_string());
-    // SAFETY: the closure only makes an async-signal-safe system call.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    let mut cmd = common::child_command_via(
+        &["unshare", "--ipc", "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs -o mode=1777 tmpfs /dev/shm && exec \"$0\" \"$@\""],
+        CHILD_TEST,
+    );
+    cmd.env(ROLE, "probe").env(DIR, dir.path()).env(DOMAIN, domain.to_string());
     let mut fam = Family::new();
     let id = fam.spawn("probe-ipcns", cmd);
     // The child publishes its flink file in our directory, but its segment

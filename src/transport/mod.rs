@@ -64,7 +64,7 @@ use send::{SendState, StateRef};
 
 use crate::locator::{Locator, NamespaceId, ShmAddress, ShmAnnouncement, SHM_MULTICAST_PORT};
 use crate::posix::{default_discovery_dir, flink};
-use crate::{OpenError, OverflowPolicy, PosixSlotAllocator, Reader, Sample, SlotBackend, SlotError};
+use crate::{OpenError, OverflowPolicy, PosixSlotAllocator, Reader, Sample, SlotBackend, SlotError, SlotHandle};
 
 /// Most locators one [`ShmTransport::send`] takes (a [`SendReport`] has one
 /// outcome per locator).
@@ -655,17 +655,11 @@ impl InputPort {
     /// As [`try_recv`](Self::try_recv).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Received<'_>>, TransportError> {
         let (ring, index) = (self.reader.backend(), self.reader.index());
-        let deadline = Instant::now() + timeout;
-        let handle = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match ring.next_unread_slot_timeout(index, left) {
-                Ok(h) => break h,
-                // See `try_recv`; liveness checks are rate-limited, so this
-                // goes round at most every few milliseconds.
-                Err(SlotError::WritersGone) if !left.is_zero() => ring.wait_for_change(ring.notify_generation(), left.min(Duration::from_millis(10))),
-                Err(SlotError::WritersGone) => break None,
-                Err(e) => return Err(self.slot_error(e)),
-            }
+        // No clock read here: the ring's own wait keeps the deadline.
+        let handle = match ring.next_unread_slot_timeout(index, timeout) {
+            Ok(h) => h,
+            Err(SlotError::WritersGone) => wait_without_writers(ring, index, timeout).map_err(|e| self.slot_error(e))?,
+            Err(e) => return Err(self.slot_error(e)),
         };
         match handle {
             Some(h) => Sample::take(ring, index, h).map(|s| Some(Received(s))).map_err(|e| self.slot_error(e)),
@@ -678,6 +672,23 @@ impl InputPort {
         let own = self.reader.stats().unwrap_or_default();
         let st = self.ring().status();
         PortStats { received: own.received, lost: own.lost, sent: st.sent(), dropped: st.dropped() }
+    }
+}
+
+/// The rest of a receive on a ring no writer vouches for right now (see
+/// [`InputPort::try_recv`]): waits for a message up to `timeout`, counted
+/// from here (the ring's own wait stopped at a liveness check, usually
+/// within 10 ms of its start), looking again at least every 10 ms.
+#[cold]
+fn wait_without_writers(ring: &PosixSlotAllocator, index: u8, timeout: Duration) -> Result<Option<SlotHandle>, SlotError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ring.next_unread_slot_timeout(index, left) {
+            Err(SlotError::WritersGone) if !left.is_zero() => ring.wait_for_change(ring.notify_generation(), left.min(Duration::from_millis(10))),
+            Err(SlotError::WritersGone) => return Ok(None),
+            other => return other,
+        }
     }
 }
 

@@ -13,6 +13,19 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Child side: prints `line` to stdout and flushes it at once (the parent
+/// reads it line by line). A parent that stopped reading is not an error.
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Child side: an environment variable the parent must have set.
+pub fn child_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("child: {name} not set"))
+}
+
 /// The `k=v` fields of a child's result line.
 pub type Fields = BTreeMap<String, String>;
 

@@ -99,8 +99,23 @@ pub fn check(bytes: &[u8], cap: usize) -> Option<u64> {
 /// parent (`PR_SET_PDEATHSIG`) so a failed test leaves no process behind.
 /// The caller sets the environment and stdio.
 pub fn child_command(child_test: &str) -> std::process::Command {
+    child_command_via(&[], child_test)
+}
+
+/// As [`child_command`], started through `wrapper` (a program and its
+/// arguments, which must end by running the program named after them with
+/// its arguments, as `unshare … sh -c '… exec "$0" "$@"'` does).
+pub fn child_command_via(wrapper: &[&str], child_test: &str) -> std::process::Command {
     use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = std::process::Command::new(program);
+            c.args(args).arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    };
     cmd.args(["--exact", child_test, "--nocapture", "--test-threads=1"]);
     // SAFETY: the closure runs in the forked child before exec and only
     // makes an async-signal-safe system call (prctl).

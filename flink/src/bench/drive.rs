@@ -87,6 +87,33 @@ pub fn put_head(buf: &mut [u8], v: u64) {
     buf[..8].copy_from_slice(&v.to_le_bytes());
 }
 
+/// A received sample must be as long as what was sent.
+#[inline]
+pub fn check_len(got: &[u8], size: usize) -> Result<()> {
+    if got.len() == size {
+        Ok(())
+    } else {
+        Err(BenchError::Data(format!("received {} bytes, sent {size}", got.len())))
+    }
+}
+
+/// Copies a received ping-pong sample out (its length checked).
+#[inline]
+pub fn copy_out(got: &[u8], dst: &mut [u8]) -> Result<()> {
+    check_len(got, dst.len())?;
+    dst.copy_from_slice(got);
+    Ok(())
+}
+
+/// What a subscriber takes from a received sample: its head, and the
+/// checksum of its bytes (0 for a mark).
+#[inline]
+pub fn take_sample(got: &[u8], size: usize) -> Result<(u64, u64)> {
+    check_len(got, size)?;
+    let h = head(got);
+    Ok((h, if h >= MARK { 0 } else { checksum(got) }))
+}
+
 /// Reads the head.
 #[inline]
 pub fn head(buf: &[u8]) -> u64 {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use shmslot::{Loan, PosixSlotAllocator, Reader, SlotError};
 
-use super::drive::{checksum, head, put_head, EchoSide, PingSide, PubSide, SubSide, MARK, STOP};
+use super::drive::{check_len, copy_out, head, put_head, take_sample, EchoSide, PingSide, PubSide, SubSide, STOP};
 use super::error::{slot, BenchError, Result};
 use super::proc::{Idle, Watch};
 use super::{Mode, Workspace};
@@ -69,10 +69,6 @@ fn send_on(ring: &Ring, mode: Mode, src: &[u8], watch: &mut Watch<'_>) -> Result
     Ok(())
 }
 
-fn wrong_len(len: usize, size: usize) -> BenchError {
-    BenchError::Data(format!("received a sample of {len} bytes, sent {size}"))
-}
-
 fn ring_names(tag: &str) -> (String, String) {
     (format!("{tag}-ping"), format!("{tag}-pong"))
 }
@@ -114,13 +110,7 @@ impl PingSide for ParentRings {
 
     #[inline]
     fn recv(&mut self, _seq: u64, dst: &mut [u8], watch: &mut Watch<'_>) -> Result<()> {
-        recv_with(&mut self.pong, self.mode, watch, |s, _| {
-            if s.len() != dst.len() {
-                return Err(wrong_len(s.len(), dst.len()));
-            }
-            dst.copy_from_slice(s);
-            Ok(())
-        })?
+        recv_with(&mut self.pong, self.mode, watch, |s, _| copy_out(s, dst))?
     }
 
     fn stop(&mut self, src: &mut [u8], watch: &mut Watch<'_>) -> Result<()> {
@@ -169,9 +159,7 @@ impl EchoSide for PeerRings {
             if head(s) == STOP {
                 return Ok(false);
             }
-            if s.len() != size {
-                return Err(wrong_len(s.len(), size));
-            }
+            check_len(s, size)?;
             // The reply is written before the ping sample is released.
             send_on(pong, mode, s, w)?;
             Ok(true)
@@ -183,12 +171,6 @@ impl SubSide for PeerRings {
     #[inline]
     fn take(&mut self, watch: &mut Watch<'_>) -> Result<(u64, u64)> {
         let size = self.size;
-        recv_with(&mut self.ping, self.mode, watch, |s, _| {
-            if s.len() != size {
-                return Err(wrong_len(s.len(), size));
-            }
-            let h = head(s);
-            Ok((h, if h >= MARK { 0 } else { checksum(s) }))
-        })?
+        recv_with(&mut self.ping, self.mode, watch, |s, _| take_sample(s, size))?
     }
 }

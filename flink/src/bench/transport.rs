@@ -32,7 +32,7 @@ use std::time::Duration;
 use shmslot::discovery::read_flink;
 use shmslot::{Delivery, InputPort, Locator, Sender, ShmTransport, TransportConfig};
 
-use super::drive::{checksum, head, put_head, EchoSide, PingSide, PubSide, SubSide, MARK, STOP};
+use super::drive::{check_len, copy_out, head, put_head, take_sample, EchoSide, PingSide, PubSide, SubSide, STOP};
 use super::error::{transport_error, BenchError, Result};
 use super::proc::{Idle, Watch};
 use super::shmslot::DEPTH;
@@ -144,10 +144,6 @@ fn recv_with<R>(port: &mut InputPort, mode: Mode, watch: &mut Watch<'_>, f: impl
     }
 }
 
-fn wrong_len(len: usize, size: usize) -> BenchError {
-    BenchError::Data(format!("received a message of {len} bytes, sent {size}"))
-}
-
 impl PingSide for Endpoint {
     /// The peer's `ready` line carries its locator and its port's flink file.
     fn peer_ready(&mut self, hello: &str) -> Result<Vec<PathBuf>> {
@@ -164,13 +160,7 @@ impl PingSide for Endpoint {
 
     #[inline]
     fn recv(&mut self, _seq: u64, dst: &mut [u8], watch: &mut Watch<'_>) -> Result<()> {
-        recv_with(&mut self.port, self.mode, watch, |m, _| {
-            if m.len() != dst.len() {
-                return Err(wrong_len(m.len(), dst.len()));
-            }
-            dst.copy_from_slice(m);
-            Ok(())
-        })?
+        recv_with(&mut self.port, self.mode, watch, |m, _| copy_out(m, dst))?
     }
 
     fn stop(&mut self, src: &mut [u8], watch: &mut Watch<'_>) -> Result<()> {
@@ -202,9 +192,7 @@ impl EchoSide for Endpoint {
             if head(m) == STOP {
                 return Ok(false);
             }
-            if m.len() != size {
-                return Err(wrong_len(m.len(), size));
-            }
+            check_len(m, size)?;
             // The reply is written before the ping message is released.
             Self::deliver(sender, to, loan, m, w)?;
             Ok(true)
@@ -216,12 +204,6 @@ impl SubSide for Endpoint {
     #[inline]
     fn take(&mut self, watch: &mut Watch<'_>) -> Result<(u64, u64)> {
         let size = self.size;
-        recv_with(&mut self.port, self.mode, watch, |m, _| {
-            if m.len() != size {
-                return Err(wrong_len(m.len(), size));
-            }
-            let h = head(m);
-            Ok((h, if h >= MARK { 0 } else { checksum(m) }))
-        })?
+        recv_with(&mut self.port, self.mode, watch, |m, _| take_sample(m, size))?
     }
 }
