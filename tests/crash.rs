@@ -783,3 +783,32 @@ fn dead_writer_that_never_claimed_leaves_the_ring_intact() {
     ring.unregister_reader(r).unwrap();
     done.store(true, Ordering::Relaxed);
 }
+
+/// Handles leaving a ring at the same instant: one of them is the last and
+/// removes it (each lets go of its locks before it tries to take them all;
+/// trying while still holding its own made every one of them see the
+/// others, and the ring was left behind).
+#[test]
+fn handles_leaving_together_leave_nothing_behind() {
+    const HANDLES: usize = 6;
+    let dir = TestDir::new("leave-together");
+    for round in 0..40 {
+        let path = dir.flink(&format!("shared-{round}"));
+        let first = PosixSlotAllocator::builder(4, 64).remove_on_drop(false).create(&path).unwrap();
+        let segment = first.segment_path();
+        let mut handles = vec![first];
+        handles.extend((1..HANDLES).map(|_| PosixSlotAllocator::attach(&path).unwrap()));
+        let go = std::sync::Barrier::new(HANDLES);
+        std::thread::scope(|s| {
+            for h in handles {
+                let go = &go;
+                s.spawn(move || {
+                    go.wait();
+                    drop(h);
+                });
+            }
+        });
+        assert!(!path.exists(), "round {round}: flink file left behind");
+        assert_unlinked(&segment);
+    }
+}

@@ -190,8 +190,7 @@ impl PosixSlotAllocatorBuilder {
 /// * a segment whose creator died and that nobody is attached to is stale:
 ///   the next `create` of the same flink path reclaims it, as does
 ///   `flink clean`; the last handle to leave a dead creator's segment
-///   removes it (two last handles leaving at the same instant may both see
-///   the other and leave it stale, for the next `create` or `clean`).
+///   removes it (of handles leaving at the same instant, one does).
 ///
 /// Locks are held through a descriptor that is closed on `exec` but shared
 /// with a `fork`ed child: a child forked without `exec` keeps its parent's
@@ -838,11 +837,14 @@ impl Drop for PosixSlotAllocator {
         if self.owner {
             flink::remove_if_names(&self.flink_path, &self.segment_name);
             let _ = shm::unlink(&self.segment_name);
-        } else if lock::set(&self.locks, lock::Kind::Write, 0, lock::LOCK_SPAN).unwrap_or(false) {
-            // Every other participant is gone, the creator included (or we
-            // are the creator of a shared ring, whose own locks this write
-            // lock merely converts): we are the last. Remove it (holding the
-            // write lock, so nobody attaches meanwhile).
+        } else if lock::set(&self.locks, lock::Kind::Unlock, 0, lock::LOCK_SPAN).is_ok() && lock::set(&self.locks, lock::Kind::Write, 0, lock::LOCK_SPAN).unwrap_or(false) {
+            // We let go of every byte first, then try to hold them all: of
+            // handles leaving at the same time, each lets go before it
+            // tries, so the last to let go finds nobody (and two trying at
+            // once cannot both fail: the first lock taken wins). Holding
+            // them all means every other participant is gone, the creator
+            // included: we are the last. Remove it (holding the write lock,
+            // so nobody attaches meanwhile).
             flink::remove_if_names(&self.flink_path, &self.segment_name);
             let _ = shm::unlink(&self.segment_name);
         }
