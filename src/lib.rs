@@ -38,6 +38,8 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 mod backend;
+#[cfg(all(feature = "dust-dds", not(loom)))]
+pub mod dust_dds;
 mod error;
 pub mod locator;
 mod memory;

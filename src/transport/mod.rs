@@ -126,6 +126,18 @@ pub enum TransportError {
         #[source]
         source: OpenError,
     },
+    /// A domain id a ring name cannot carry (a stack's signed id below 0).
+    #[error("domain id {0} is not one shared memory serves (0 or more)")]
+    Domain(i64),
+    /// A thread of the transport could not be started.
+    #[error("starting {what}: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// A ring operation failed (a corrupt segment, a full reader table).
     #[error("{what}: {source}")]
     Slot {
@@ -215,6 +227,13 @@ impl TransportConfig {
         self
     }
 
+    /// The same configuration for another domain (a stack that creates
+    /// participants of several domains from one configuration).
+    pub fn domain(mut self, domain_id: u32) -> Self {
+        self.domain_id = domain_id;
+        self
+    }
+
     /// The domain id.
     pub fn domain_id(&self) -> u32 {
         self.domain_id
@@ -226,7 +245,13 @@ impl TransportConfig {
         self.slot_capacity
     }
 
-    fn check(&self) -> Result<(), TransportError> {
+    /// Checks every option is in range (what [`ShmTransport::new`] checks
+    /// first).
+    ///
+    /// # Errors
+    /// [`TransportError::Config`] naming the option, its value and the
+    /// range it must be in.
+    pub fn validate(&self) -> Result<(), TransportError> {
         let bad = |what, value: usize, expected| Err(TransportError::Config { what, value: value as u64, expected });
         if self.slot_count == 0 || self.slot_count > 1 << 24 {
             return bad("slot_count", self.slot_count, "1 to 2^24");
@@ -351,7 +376,7 @@ impl ShmTransport {
     /// [`TransportError::Namespace`] if `/proc` cannot be read,
     /// [`TransportError::Open`] for an unsafe or unusable directory.
     pub fn new(config: TransportConfig) -> Result<Self, TransportError> {
-        config.check()?;
+        config.validate()?;
         let namespace = NamespaceId::current().map_err(TransportError::Namespace)?;
         let dir = config.discovery_dir.clone().unwrap_or_else(default_discovery_dir);
         let open_err = |source| TransportError::Open { what: "discovery directory".into(), source };
