@@ -25,9 +25,12 @@
 //! | `4..12`  | namespace id | [`NamespaceId`], u64 big-endian                    |
 //! | `12..16` | domain id    | DDS domain id, u32 big-endian                      |
 //!
-//! The port of a unicast locator names one participant's segment (1 to 4096); the
-//! domain-wide multicast locator has the multicast flag set and port
-//! [`SHM_MULTICAST_PORT`].
+//! The port of a unicast locator names one participant's segment: its low 16
+//! bits are the port number (1 to 4096), its high 16 bits the incarnation of
+//! the segment (a sender refuses a segment of another incarnation, so a dead
+//! participant's stale locator never reaches the next owner of its port
+//! number). The domain-wide multicast locator has the multicast flag set and
+//! port [`SHM_MULTICAST_PORT`].
 //!
 //! # Same-host namespace id
 //!
@@ -103,8 +106,10 @@ pub const LOCATOR_KIND_SHM: i32 = 0x5348_4D53;
 pub const LOCATOR_PORT_INVALID: u32 = 0;
 /// Size of an encoded `Locator_t`.
 pub const LOCATOR_SIZE: usize = 24;
-/// Port of the domain-wide multicast SHM locator. Unicast ports are 1 to
-/// 4096 ([`MAX_PORTS`](crate::transport::MAX_PORTS)); this one is neither
+/// Port of the domain-wide multicast SHM locator. A unicast port carries
+/// its number, 1 to 4096 ([`MAX_PORTS`](crate::transport::MAX_PORTS)), in
+/// its low 16 bits and its ring's incarnation in the high 16
+/// ([`PORT_NUMBER_MASK`](crate::transport::PORT_NUMBER_MASK)); this one is neither
 /// one of them nor [`LOCATOR_PORT_INVALID`] (stacks drop port-0 locators),
 /// and it fits the 16 bits some stacks keep of a port.
 pub const SHM_MULTICAST_PORT: u32 = 0xFFFF;

@@ -206,7 +206,7 @@ fn a_killed_participant_becomes_unreachable_and_its_port_is_reclaimed() {
     let to = parse(&fam.wait_ready(id, Duration::from_secs(30)));
     let t = ShmTransport::new(TransportConfig::new(domain).slot_count(64).slot_capacity(CAP).discovery_dir(dir.path())).unwrap();
     assert!(t.is_reachable(&to));
-    let flink = dir.flink(&format!("dds-d{domain}-p{}", to.port));
+    let flink = dir.flink(&format!("dds-d{domain}-p{}", to.port & 0xFFFF));
     let segment = PathBuf::from(format!("/dev/shm{}", shmslot::discovery::read_flink(&flink).unwrap().segment_name));
 
     // Stream to it, kill it in the middle, keep streaming.
@@ -249,7 +249,11 @@ fn a_killed_participant_becomes_unreachable_and_its_port_is_reclaimed() {
     assert_unlinked(&segment);
     let fresh = ShmTransport::new(TransportConfig::new(domain).slot_count(64).slot_capacity(CAP).discovery_dir(dir.path())).unwrap();
     let p = fresh.open_input().unwrap();
-    assert_eq!(p.locator().port, to.port, "the port number is reused");
+    assert_eq!(p.locator().port & 0xFFFF, to.port & 0xFFFF, "the port number is reused");
+    // …but the dead participant's locator does not reach its new owner.
+    assert_ne!(p.locator().port, to.port, "a new incarnation");
+    assert!(!fresh.is_reachable(&to), "a stale locator reached the port number's new owner");
+    assert!(fresh.is_reachable(&p.locator()));
     eprintln!("served {served} before the kill; unreachable {after:?} after it; slowest send {worst:?}");
 }
 
@@ -353,7 +357,7 @@ fn another_ipc_namespace_with_its_own_dev_shm_is_not_reachable() {
     // does not open from here.
     let child = parse(&fam.wait_ready(id, Duration::from_secs(30)));
     let forged = locator(me.namespace_id(), domain, child.port);
-    assert!(dir.flink(&format!("dds-d{domain}-p{}", child.port)).exists());
+    assert!(dir.flink(&format!("dds-d{domain}-p{}", child.port & 0xFFFF)).exists());
     assert!(!me.is_reachable(&forged), "a segment in another /dev/shm opened");
     probe_is_isolated(&mut fam, id, &me, &mine);
 }

@@ -34,7 +34,12 @@
 //!   it; shmslot participants hear it twice, which SPDP tolerates);
 //! * never blocks the stack's actor loop: a full destination drops the
 //!   message ([`DdsCounters::shm_dropped`]) and RTPS reliability repairs it,
-//!   as it repairs a UDP datagram lost to a full socket buffer;
+//!   as it repairs a UDP datagram lost to a full socket buffer. (A backlog
+//!   that kept such messages for later was tried and made things worse:
+//!   dust_dds 0.16 answers every ACKNACK at once, so messages that wait
+//!   are asked for again and resent — 4.6 million messages instead of
+//!   840,000 to bring a late-joining reader 3,000 samples of history. The
+//!   same scene over stock UDP took 727,000 messages.);
 //! * reads its port and the multicast ring on two threads of its own and
 //!   hands each message to dust_dds's `TransportDataReceiver`.
 //!
@@ -127,8 +132,9 @@ pub struct DdsCounters {
     pub udp: PathCounters,
     /// Read from this factory's participants' rings and handed to the stack.
     pub shm_received: PathCounters,
-    /// Messages dropped because a reachable destination's ring was full
-    /// (RTPS reliability resends them).
+    /// Messages dropped because a reachable destination's ring was full,
+    /// as a full socket buffer drops a datagram (RTPS reliability resends
+    /// what a live reader misses).
     pub shm_dropped: u64,
     /// Messages whose SHM locators shared memory did not reach (another
     /// host or container, a dead peer, a message larger than a slot): they
@@ -291,7 +297,7 @@ impl ShmUdpTransportFactory {
         let port = transport.open_input()?;
         let multicast = transport.multicast_input()?;
         let locators = [port.locator(), transport.multicast_locator()];
-        let shutdown = receive::Shutdown::new();
+        let shutdown = receive::Shutdown::new(transport.sender());
         // The side's drop stops whatever was started, should a spawn fail.
         let side = writer::ShmSide::new(transport, Arc::clone(&shutdown), locators);
         let thread_err = |source| TransportError::Thread { what: "a receive thread", source };

@@ -11,7 +11,7 @@ use ::dust_dds::transport::interface::TransportDataReceiver;
 use parking_lot::{Condvar, Mutex};
 
 use super::{carries_user_data, Counters};
-use crate::transport::InputPort;
+use crate::transport::{InputPort, Sender};
 
 /// How long a receive thread waits for a message before it looks at its
 /// stop flag again: the longest a deleted participant's ring outlives it.
@@ -25,24 +25,36 @@ pub const EXIT_WAIT: Duration = Duration::from_millis(500);
 /// before it tries again, so a broken ring does not spin a CPU.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
-/// Stops one participant's receive threads and waits for them.
+/// What one participant holds in shared memory and how to let go of it:
+/// its sender (attached to the rings it sends to) and its receive threads
+/// (which hold the rings it reads). Both the participant's writer and the
+/// exit hook can stop it.
 pub(super) struct Shutdown {
     stop: AtomicBool,
     running: Mutex<usize>,
     done: Condvar,
+    /// `None` once stopped. Behind a lock (uncontended but for the exit
+    /// hook) because the hook must drop it while the stack's actor thread
+    /// may still send: a sender's attachment to the multicast ring would
+    /// otherwise keep that ring from being removed by the last one out.
+    pub(super) sender: Mutex<Option<Sender>>,
 }
 
 impl Shutdown {
-    /// A new shutdown, registered with the exit hook.
-    pub(super) fn new() -> Arc<Self> {
-        let s = Arc::new(Self { stop: AtomicBool::new(false), running: Mutex::new(0), done: Condvar::new() });
+    /// A new shutdown for `sender`, registered with the exit hook.
+    pub(super) fn new(sender: Sender) -> Arc<Self> {
+        let s = Arc::new(Self { stop: AtomicBool::new(false), running: Mutex::new(0), done: Condvar::new(), sender: Mutex::new(Some(sender)) });
         register(&s);
         s
     }
 
-    /// Tells the threads to stop (they do within [`POLL`]).
-    pub(super) fn stop(&self) {
+    /// Tells the threads to stop (they do within [`POLL`]) and lets the
+    /// sender go, waiting at most `wait` for a send in progress.
+    pub(super) fn stop(&self, wait: Duration) {
         self.stop.store(true, Ordering::Release);
+        if let Some(mut sender) = self.sender.try_lock_for(wait) {
+            sender.take();
+        }
     }
 
     fn stopped(&self) -> bool {
@@ -143,7 +155,7 @@ extern "C" fn on_exit() {
     let _ = std::panic::catch_unwind(|| {
         let live: Vec<Arc<Shutdown>> = LIVE.lock().iter().filter_map(Weak::upgrade).collect();
         for s in &live {
-            s.stop();
+            s.stop(EXIT_WAIT);
         }
         let deadline = Instant::now() + EXIT_WAIT;
         for s in &live {

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ::dust_dds::transport::interface::WriteMessage;
 use ::dust_dds::transport::types::{Locator as DdsLocator, LOCATOR_KIND_UDP_V4, LOCATOR_KIND_UDP_V6};
@@ -10,13 +11,13 @@ use ::dust_dds::transport::types::{Locator as DdsLocator, LOCATOR_KIND_UDP_V4, L
 use super::receive::Shutdown;
 use super::Counters;
 use crate::locator::{Locator, LOCATOR_KIND_SHM};
-use crate::transport::{Delivery, Sender, ShmTransport, MAX_LOCATORS_PER_SEND};
+use crate::transport::{Delivery, ShmTransport, MAX_LOCATORS_PER_SEND};
 
-/// A participant's shared memory: its transport, a sender, the locators of
-/// the rings it reads, and the shutdown of their receive threads (stopped
-/// when this is dropped, that is when dust_dds drops the participant).
+/// A participant's shared memory: its transport, the locators of the rings
+/// it reads, and the [`Shutdown`] holding its sender and receive threads
+/// (stopped when this is dropped, that is when dust_dds drops the
+/// participant).
 pub(super) struct ShmSide {
-    sender: Sender,
     shutdown: Arc<Shutdown>,
     locators: [Locator; 2],
     _transport: ShmTransport,
@@ -24,7 +25,7 @@ pub(super) struct ShmSide {
 
 impl ShmSide {
     pub(super) fn new(transport: ShmTransport, shutdown: Arc<Shutdown>, locators: [Locator; 2]) -> Self {
-        Self { sender: transport.sender(), shutdown, locators, _transport: transport }
+        Self { shutdown, locators, _transport: transport }
     }
 
     pub(super) fn unicast_locator(&self) -> Locator {
@@ -40,7 +41,7 @@ impl Drop for ShmSide {
     fn drop(&mut self) {
         // Not joined: a receive thread may be waiting for the stack's actor
         // loop, which is the thread dropping this.
-        self.shutdown.stop();
+        self.shutdown.stop(Duration::MAX);
     }
 }
 
@@ -89,22 +90,28 @@ impl WriteMessage for CompositeWriter {
 
         let mut reached = false;
         if !self.shm_locators.is_empty() {
-            if let Some(shm) = self.shm.as_mut() {
-                for chunk in self.shm_locators.chunks(MAX_LOCATORS_PER_SEND) {
-                    // An error (the message is larger than a slot) serves
-                    // none of them: UDP takes it below.
-                    let Ok(report) = shm.sender.send(message, chunk) else { continue };
-                    for outcome in report.outcomes() {
-                        match outcome {
-                            Delivery::Served => {
-                                reached = true;
-                                c.shm.add(1, len, user);
+            if let Some(shm) = &self.shm {
+                let mut sender = shm.shutdown.sender.lock();
+                if let Some(sender) = sender.as_mut() {
+                    for chunk in self.shm_locators.chunks(MAX_LOCATORS_PER_SEND) {
+                        // An error (the message is larger than a slot)
+                        // serves none of them: UDP takes it below.
+                        let Ok(report) = sender.send(message, chunk) else { continue };
+                        for outcome in report.outcomes() {
+                            match outcome {
+                                Delivery::Served => {
+                                    reached = true;
+                                    c.shm.add(1, len, user);
+                                }
+                                // Reachable but full: dropped, as a full
+                                // socket buffer drops a datagram; RTPS
+                                // reliability resends it.
+                                Delivery::Full => {
+                                    reached = true;
+                                    c.shm_dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                                _ => {}
                             }
-                            Delivery::Full => {
-                                reached = true;
-                                c.shm_dropped.fetch_add(1, Ordering::Relaxed);
-                            }
-                            _ => {}
                         }
                     }
                 }

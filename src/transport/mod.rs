@@ -355,8 +355,31 @@ fn coarse_ms() -> u64 {
     (ts.tv_sec as u64).wrapping_mul(1000).wrapping_add(ts.tv_nsec as u64 / 1_000_000)
 }
 
+/// The flink name of unicast port `port` (its number: the low 16 bits).
 fn port_name(domain: u32, port: u32) -> String {
-    format!("dds-d{domain}-p{port}")
+    format!("dds-d{domain}-p{}", port & PORT_NUMBER_MASK)
+}
+
+/// The bits of a unicast SHM locator's port that hold the port number
+/// (1 to [`MAX_PORTS`], which names the ring); the 16 bits above hold the
+/// ring's incarnation ([`incarnation`]).
+pub const PORT_NUMBER_MASK: u32 = 0xFFFF;
+
+/// The incarnation of a unicast port's ring: 16 bits of a hash of its
+/// segment name, which is new each time a ring is created. A locator
+/// carries it above the port number, and a sender attaches only to a ring
+/// of the same incarnation: a stale locator of a participant that died
+/// does not reach whoever took its port number since (a stack that does
+/// not check RTPS `INFO_DST`, as dust_dds 0.16, would otherwise hand that
+/// participant the dead one's traffic). Two incarnations collide with
+/// probability 2^-16.
+fn incarnation(ring: &PosixSlotAllocator) -> u32 {
+    let name = ring.segment_path();
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.as_os_str().as_encoded_bytes() {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+    }
+    (h >> 16) ^ (h & 0xFFFF)
 }
 
 fn multicast_name(domain: u32) -> String {
@@ -424,7 +447,10 @@ impl ShmTransport {
                 .discovery_dir(&self.sh.dir)
                 .create(&name);
             match made {
-                Ok(ring) => return self.port(ring, Locator::shm(self.address(false), port)),
+                Ok(ring) => {
+                    let locator = Locator::shm(self.address(false), port | incarnation(&ring) << 16);
+                    return self.port(ring, locator);
+                }
                 // Live, foreign, or being reclaimed right now: the next one.
                 Err(OpenError::InUse { .. } | OpenError::Exists(_)) => {}
                 Err(OpenError::Io { source, .. }) if source.kind() == io::ErrorKind::WouldBlock => {}

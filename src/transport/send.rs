@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::MutexGuard;
 
-use super::{coarse_ms, multicast_name, port_name, Shared, TransportError, TransportStats, MAX_LOCATORS_PER_SEND};
+use super::{coarse_ms, incarnation, multicast_name, port_name, Shared, TransportError, TransportStats, MAX_LOCATORS_PER_SEND};
 use crate::locator::{Locator, SHM_MULTICAST_PORT};
 use crate::{PosixSlotAllocator, SlotBackend, SlotError, SlotHandle, ALL_READERS};
 
@@ -216,7 +216,9 @@ impl SendState {
             }
         }
         let name = if key.multicast { multicast_name(key.domain) } else { port_name(key.domain, key.port) };
-        let ring = PosixSlotAllocator::attach_in(&name, Some(&sh.dir)).ok().filter(|r| key.multicast || r.creator_alive());
+        // A unicast ring must be the incarnation the locator names (not a
+        // later owner's of the same port number) and have a live owner.
+        let ring = PosixSlotAllocator::attach_in(&name, Some(&sh.dir)).ok().filter(|r| key.multicast || (incarnation(r) == key.port >> 16 && r.creator_alive()));
         let attached = ring.is_some();
         let entry = Peer { key, ring, next_ms: now + if attached { PEER_CHECK_MS } else { RETRY_MS } };
         let i = match found {

@@ -232,6 +232,34 @@ impl Family {
         results
     }
 
+    /// Waits up to `deadline` for child `id` to exit with status 0.
+    pub fn wait_exit(&mut self, id: usize, deadline: Instant) {
+        loop {
+            if let Ok(Some(st)) = self.procs[id].child.try_wait() {
+                self.procs[id].status = Some(st);
+                if !st.success() {
+                    let name = self.procs[id].name.clone();
+                    self.fail(&format!("{name} failed: {st}"));
+                }
+                return;
+            }
+            if Instant::now() > deadline {
+                let name = self.procs[id].name.clone();
+                self.fail(&format!("{name} did not exit in time"));
+            }
+            self.pump(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills child `id` (SIGKILL) and reaps it.
+    pub fn kill(&mut self, id: usize) {
+        let p = &mut self.procs[id];
+        if p.status.is_none() {
+            let _ = p.child.kill();
+            p.status = p.child.wait().ok();
+        }
+    }
+
     /// Kills (by pid: only our own children) and reaps every running child.
     pub fn kill_all(&mut self) {
         for p in &mut self.procs {
