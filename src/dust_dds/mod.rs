@@ -21,8 +21,11 @@
 //!
 //! * opens an input port ([`ShmTransport::open_input`]) and joins the
 //!   domain's multicast ring ([`ShmTransport::multicast_input`]), and puts
-//!   their SHM locators in front of its UDP locators: the port in both
-//!   unicast lists, the ring in the metatraffic multicast list;
+//!   their SHM locators after its UDP locators (the port in both unicast
+//!   lists, the ring in the metatraffic multicast list): rustdds 0.15
+//!   answers on the first locator of a list only, and skips a kind it does
+//!   not know, so with an SHM locator first its acknowledgements went
+//!   nowhere and reliable samples from shmslot stalled;
 //! * sends every message the stack hands it once per destination:
 //!   dust_dds passes one reader's (so one participant's) locators per call,
 //!   so when shared memory reaches any of the SHM locators in the call, the
@@ -324,13 +327,16 @@ impl TransportParticipantFactory for ShmUdpTransportFactory {
                 None
             }
         };
-        let prepend = |shm_locator: Option<Locator>, udp: Vec<DdsLocator>| shm_locator.map(dds_locator).into_iter().chain(udp).collect::<Vec<_>>();
+        // SHM locators last: stacks that answer on the first locator only
+        // (rustdds 0.15 sends its ACKNACKs to the first and skips a kind it
+        // does not know) must find a UDP one there.
+        let append = |shm_locator: Option<Locator>, udp: Vec<DdsLocator>| udp.into_iter().chain(shm_locator.map(dds_locator)).collect::<Vec<_>>();
         let unicast = shm.as_ref().map(|s| s.unicast_locator());
         let multicast = shm.as_ref().map(|s| s.multicast_locator());
         RtpsTransportParticipant {
-            default_unicast_locator_list: prepend(unicast, udp.default_unicast_locator_list),
-            metatraffic_unicast_locator_list: prepend(unicast, udp.metatraffic_unicast_locator_list),
-            metatraffic_multicast_locator_list: prepend(multicast, udp.metatraffic_multicast_locator_list),
+            default_unicast_locator_list: append(unicast, udp.default_unicast_locator_list),
+            metatraffic_unicast_locator_list: append(unicast, udp.metatraffic_unicast_locator_list),
+            metatraffic_multicast_locator_list: append(multicast, udp.metatraffic_multicast_locator_list),
             default_multicast_locator_list: udp.default_multicast_locator_list,
             message_writer: Box::new(writer::CompositeWriter::new(udp.message_writer, shm, Arc::clone(&self.counters))),
             fragment_size,

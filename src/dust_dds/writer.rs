@@ -164,3 +164,146 @@ pub fn carries_user_data(message: &[u8]) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::locator::{NamespaceId, ShmAddress};
+    use crate::transport::{InputPort, TransportConfig};
+
+    /// Records what the composite hands to UDP.
+    struct MockUdp {
+        buf: Vec<u8>,
+        sent: Arc<Mutex<Vec<Vec<DdsLocator>>>>,
+    }
+
+    impl WriteMessage for MockUdp {
+        fn write_buffer_mut(&mut self) -> &mut [u8] {
+            &mut self.buf
+        }
+        fn write_message(&mut self, _len: usize, locators: &[DdsLocator]) {
+            self.sent.lock().unwrap().push(locators.to_vec());
+        }
+    }
+
+    struct Rig {
+        dir: std::path::PathBuf,
+        writer: CompositeWriter,
+        port: InputPort,
+        _peer: ShmTransport,
+        udp: Arc<Mutex<Vec<Vec<DdsLocator>>>>,
+        counters: Arc<Counters>,
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    const UDP: DdsLocator = DdsLocator::new(LOCATOR_KIND_UDP_V4, 7411, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 127, 0, 0, 1]);
+
+    /// A composite writer and a peer's 2-slot port of 64 bytes.
+    fn rig(tag: &str) -> Rig {
+        let dir = std::env::temp_dir().join(format!("shmslot-unit-dds-{tag}-{}", std::process::id()));
+        let config = TransportConfig::new(3).slot_count(2).slot_capacity(64).discovery_dir(&dir);
+        let peer = ShmTransport::new(config.clone()).unwrap();
+        let port = peer.open_input().unwrap();
+        let mine = ShmTransport::new(config).unwrap();
+        let shutdown = Shutdown::new(mine.sender());
+        let locators = [Locator::INVALID; 2];
+        let udp = Arc::new(Mutex::new(Vec::new()));
+        let counters = Arc::new(Counters::default());
+        let mock = MockUdp { buf: vec![0; 1024], sent: Arc::clone(&udp) };
+        let writer = CompositeWriter::new(Box::new(mock), Some(ShmSide::new(mine, shutdown, locators)), Arc::clone(&counters));
+        Rig { dir, writer, port, _peer: peer, udp, counters }
+    }
+
+    fn dds(l: Locator) -> DdsLocator {
+        DdsLocator::new(l.kind, l.port, l.address)
+    }
+
+    fn write(w: &mut CompositeWriter, bytes: &[u8], to: &[DdsLocator]) {
+        w.write_buffer_mut()[..bytes.len()].copy_from_slice(bytes);
+        w.write_message(bytes.len(), to);
+    }
+
+    #[test]
+    fn a_reachable_shm_locator_takes_the_message_and_its_udp_locators_do_not() {
+        let mut r = rig("reach");
+        let shm = dds(r.port.locator());
+        write(&mut r.writer, b"hello", &[shm, UDP]);
+        assert_eq!(&r.port.try_recv().unwrap().unwrap()[..], b"hello");
+        assert!(r.udp.lock().unwrap().is_empty(), "also sent over UDP");
+        let c = r.counters.get();
+        assert_eq!((c.shm.messages, c.shm.bytes, c.udp.messages, c.shm_fallback), (1, 5, 0, 0));
+    }
+
+    #[test]
+    fn without_a_reachable_shm_locator_the_udp_ones_are_used() {
+        let mut r = rig("fallback");
+        let mut foreign = r.port.locator();
+        let a = foreign.shm_address().unwrap();
+        foreign.address = ShmAddress { namespace: NamespaceId(a.namespace.0 ^ 1), ..a }.to_bytes();
+        write(&mut r.writer, b"x", &[dds(foreign), UDP]);
+        write(&mut r.writer, b"y", &[UDP]);
+        // Another vendor's kind: neither transport serves it.
+        write(&mut r.writer, b"z", &[DdsLocator::new(16, 1, [0; 16])]);
+        assert_eq!(*r.udp.lock().unwrap(), vec![vec![UDP], vec![UDP]]);
+        assert!(r.port.try_recv().unwrap().is_none());
+        let c = r.counters.get();
+        assert_eq!((c.shm.messages, c.udp.messages, c.shm_fallback), (0, 2, 1));
+    }
+
+    #[test]
+    fn a_full_ring_drops_without_udp_and_a_message_too_large_goes_over_udp() {
+        let mut r = rig("full");
+        let shm = dds(r.port.locator());
+        for _ in 0..3 {
+            write(&mut r.writer, b"fill", &[shm, UDP]);
+        }
+        let c = r.counters.get();
+        assert_eq!((c.shm.messages, c.shm_dropped, c.udp.messages), (2, 1, 0), "{c:?}");
+        write(&mut r.writer, &[7; 100], &[shm, UDP]);
+        assert_eq!(*r.udp.lock().unwrap(), vec![vec![UDP]], "a message larger than a slot must still go somewhere");
+        assert_eq!(r.counters.get().shm_fallback, 1);
+    }
+
+    /// An RTPS message: header, then submessages `(id, flags, body)`.
+    fn rtps(subs: &[(u8, u8, Vec<u8>)]) -> Vec<u8> {
+        let mut m = b"RTPS\x02\x04\x01\x03".to_vec();
+        m.extend_from_slice(&[0; 12]);
+        for (id, flags, body) in subs {
+            let len = body.len() as u16;
+            m.extend_from_slice(&[*id, *flags]);
+            m.extend_from_slice(&if flags & 1 == 1 { len.to_le_bytes() } else { len.to_be_bytes() });
+            m.extend_from_slice(body);
+        }
+        m
+    }
+
+    /// A DATA body whose writer has entity kind `kind`.
+    fn data(kind: u8) -> Vec<u8> {
+        let mut b = vec![0u8; 24];
+        b[11] = kind;
+        b
+    }
+
+    #[test]
+    fn user_data_is_told_from_discovery() {
+        let info_ts = (0x09, 1, vec![0; 8]);
+        assert!(carries_user_data(&rtps(&[info_ts.clone(), (DATA, 1, data(0x02))])));
+        assert!(carries_user_data(&rtps(&[(DATA_FRAG, 0, data(0x03))])), "big-endian lengths");
+        assert!(!carries_user_data(&rtps(&[info_ts.clone(), (DATA, 1, data(0xc2))])), "SEDP writer");
+        assert!(!carries_user_data(&rtps(&[(0x07, 1, data(0x02))])), "a HEARTBEAT is not data");
+        // Malformed: cut short, a length past the end, not RTPS at all.
+        let whole = rtps(&[info_ts, (DATA, 1, data(0x02))]);
+        for cut in 0..whole.len() - 13 {
+            let _ = carries_user_data(&whole[..cut]);
+        }
+        assert!(!carries_user_data(&rtps(&[(0x09, 1, vec![0xff; 4]), (DATA, 1, vec![0; 3])])));
+        assert!(!carries_user_data(b"RTPX________________\x15\x01\x18\x00"));
+    }
+}
