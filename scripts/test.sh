@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== workspace tests (cargo nextest, release profile) =="
-cargo nextest run --workspace --release --no-fail-fast
+cargo nextest run --workspace --release --no-fail-fast --features shmslot/dust-dds
 
 echo "== loom models of the ring protocol (--cfg loom) =="
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=2 \
