@@ -333,7 +333,7 @@ fn transport_port_counters_are_listed_and_inspected() {
     let receiver = ShmTransport::new(config(3)).expect("receiver transport");
     let sender = ShmTransport::new(config(3)).expect("sender transport");
     let mut port = receiver.open_input().expect("open input port");
-    let name = format!("dds-d3-p{}", port.locator().port);
+    let name = format!("dds-d3-p{}", port.locator().port & shmslot::transport::PORT_NUMBER_MASK);
     // A 4-slot port takes 4 messages; the next 2 are dropped (never blocks).
     let outcomes: Vec<Delivery> = (0..6u8).map(|i| sender.send(&[i; 8], &[port.locator()]).expect("send").outcomes()[0]).collect();
     assert_eq!(outcomes, [[Delivery::Served; 4].as_slice(), &[Delivery::Full; 2]].concat());

@@ -160,6 +160,7 @@ pub struct TransportConfig {
     overflow: OverflowPolicy,
     max_senders: u32,
     discovery_dir: Option<PathBuf>,
+    spin: Duration,
 }
 
 impl TransportConfig {
@@ -176,6 +177,7 @@ impl TransportConfig {
             overflow: OverflowPolicy::KeepAll,
             max_senders: 64,
             discovery_dir: None,
+            spin: crate::DEFAULT_SPIN,
         }
     }
 
@@ -224,6 +226,17 @@ impl TransportConfig {
     #[must_use]
     pub fn discovery_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.discovery_dir = Some(dir.into());
+        self
+    }
+
+    /// How long a receive on an input port spins before it parks on a
+    /// futex (default [`DEFAULT_SPIN`](crate::DEFAULT_SPIN)). Spinning
+    /// shortens the wake-up when messages come back to back, but takes a
+    /// CPU from whoever produces them; a receiver that hands each message to
+    /// another thread (a DDS stack's event loop) on a machine with few CPUs
+    /// does better with `Duration::ZERO`.
+    pub fn spin_budget(mut self, spin: Duration) -> Self {
+        self.spin = spin;
         self
     }
 
@@ -507,7 +520,8 @@ impl ShmTransport {
         Err(TransportError::Open { what: what(), source })
     }
 
-    fn port(&self, ring: PosixSlotAllocator, locator: Locator) -> Result<InputPort, TransportError> {
+    fn port(&self, mut ring: PosixSlotAllocator, locator: Locator) -> Result<InputPort, TransportError> {
+        ring.set_spin_budget(self.sh.config.spin);
         let ring = Arc::new(ring);
         let reader = Reader::new(Arc::clone(&ring)).map_err(|source| TransportError::Slot { what: format!("registering a reader on {}", ring.flink_path().display()), source })?;
         self.ports.live.lock().push((Arc::downgrade(&ring), reader.index()));
