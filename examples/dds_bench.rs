@@ -10,6 +10,9 @@
 //! the repetitions and the shmslot/UDP ratios. Both sides use the same
 //! QoS (reliable, keep-all, volatile); shmslot's rings have 64 KiB slots,
 //! so its fragment size is 65,251 bytes against stock dust_dds's 1,344.
+//! `SPIN_US=0` makes shmslot's receive threads park at once instead of
+//! spinning 50 µs first. The rings live in a private discovery directory,
+//! checked and removed at the end.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -223,6 +226,9 @@ fn main() {
         return;
     }
     let reps: usize = args.get(1).map_or(3, |a| a.parse().expect("REPS must be a number"));
+    // Children find it through SHMSLOT_DIR (the default discovery dir).
+    let dir = std::env::temp_dir().join(format!("shmslot-dds-bench-{}", std::process::id()));
+    std::env::set_var("SHMSLOT_DIR", &dir);
     let transports = ["shm", "udp"];
     // [transport][case] → samples over repetitions; cases: 8 B p50, p99, 1 KiB p50, p99, 64 KiB msgs/s.
     let mut r = vec![vec![Vec::new(); 5]; 2];
@@ -244,6 +250,14 @@ fn main() {
             eprintln!("rep {}/{reps} {transport} done", rep + 1);
         }
     }
+    // Every child exited (or was killed after 30 s): what it left, if any,
+    // is reported and removed.
+    match shmslot::discovery::clean(&dir, false) {
+        Ok(left) if !left.is_empty() => eprintln!("warning: {} segment(s) left behind by killed children, removed", left.len()),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: cleaning {}: {e}", dir.display()),
+    }
+    let _ = std::fs::remove_dir(&dir);
     let m: Vec<Vec<f64>> = r.into_iter().map(|cases| cases.into_iter().map(median).collect()).collect();
     println!("dust_dds 0.16 round trip (µs) and 64 KiB throughput, medians of {reps} repetitions:");
     println!("| | shmslot | UDP | shmslot/UDP |");

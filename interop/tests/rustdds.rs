@@ -1,10 +1,9 @@
 //! An unmodified rustdds 0.15 participant and a shmslot dust_dds participant
 //! on this host exchange samples both ways, over UDP: rustdds receives the
 //! shmslot participant's SHM locators (kind 0x53484D53) in its discovery
-//! data, keeps them as `Locator::Other` and never sends to them. (It
-//! answers on the first locator of a list only: the adapter puts its SHM
-//! locators last; with them first, rustdds's acknowledgements went nowhere
-//! and this test's shmslot-to-rustdds direction stalled at 59–95 of 100.)
+//! data and keeps them as `Locator::Other`. (With the SHM locators first in
+//! the lists, its acknowledgements went nowhere and the shmslot-to-rustdds
+//! direction stalled at 59–95 of 100 every time; see the note on that test.)
 //!
 //! Each side is this test binary re-executed with `SHMSLOT_RD_ROLE` set.
 

@@ -22,10 +22,10 @@
 //! * opens an input port ([`ShmTransport::open_input`]) and joins the
 //!   domain's multicast ring ([`ShmTransport::multicast_input`]), and puts
 //!   their SHM locators after its UDP locators (the port in both unicast
-//!   lists, the ring in the metatraffic multicast list): rustdds 0.15
-//!   answers on the first locator of a list only, and skips a kind it does
-//!   not know, so with an SHM locator first its acknowledgements went
-//!   nowhere and reliable samples from shmslot stalled;
+//!   lists, the ring in the metatraffic multicast list): rustdds 0.15 at
+//!   times sends its acknowledgements to a locator kind it does not know,
+//!   where they are lost — with an SHM locator first it always did, and
+//!   reliable samples from shmslot stalled; with it last, sometimes;
 //! * sends every message the stack hands it once per destination:
 //!   dust_dds passes one reader's (so one participant's) locators per call,
 //!   so when shared memory reaches any of the SHM locators in the call, the
@@ -302,7 +302,7 @@ impl ShmUdpTransportFactory {
         let locators = [port.locator(), transport.multicast_locator()];
         let shutdown = receive::Shutdown::new(transport.sender());
         // The side's drop stops whatever was started, should a spawn fail.
-        let side = writer::ShmSide::new(transport, Arc::clone(&shutdown), locators);
+        let side = writer::ShmSide::new(Arc::clone(&shutdown), locators);
         let thread_err = |source| TransportError::Thread { what: "a receive thread", source };
         receive::spawn(port, receiver.clone(), &shutdown, &self.counters).map_err(thread_err)?;
         receive::spawn(multicast, receiver.clone(), &shutdown, &self.counters).map_err(thread_err)?;
@@ -327,9 +327,10 @@ impl TransportParticipantFactory for ShmUdpTransportFactory {
                 None
             }
         };
-        // SHM locators last: stacks that answer on the first locator only
-        // (rustdds 0.15 sends its ACKNACKs to the first and skips a kind it
-        // does not know) must find a UDP one there.
+        // SHM locators last: rustdds 0.15 keeps a kind it does not know and
+        // at times sends its ACKNACKs to it, where they are lost. With the
+        // SHM locator first that happened in every run here, with it last
+        // in some (README: rustdds).
         let append = |shm_locator: Option<Locator>, udp: Vec<DdsLocator>| udp.into_iter().chain(shm_locator.map(dds_locator)).collect::<Vec<_>>();
         let unicast = shm.as_ref().map(|s| s.unicast_locator());
         let multicast = shm.as_ref().map(|s| s.multicast_locator());

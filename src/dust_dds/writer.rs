@@ -11,21 +11,19 @@ use ::dust_dds::transport::types::{Locator as DdsLocator, LOCATOR_KIND_UDP_V4, L
 use super::receive::Shutdown;
 use super::Counters;
 use crate::locator::{Locator, LOCATOR_KIND_SHM};
-use crate::transport::{Delivery, ShmTransport, MAX_LOCATORS_PER_SEND};
+use crate::transport::{Delivery, MAX_LOCATORS_PER_SEND};
 
-/// A participant's shared memory: its transport, the locators of the rings
-/// it reads, and the [`Shutdown`] holding its sender and receive threads
-/// (stopped when this is dropped, that is when dust_dds drops the
-/// participant).
+/// A participant's shared memory: the locators of the rings it reads, and
+/// the [`Shutdown`] holding its sender and receive threads (stopped when
+/// this is dropped, that is when dust_dds drops the participant).
 pub(super) struct ShmSide {
     shutdown: Arc<Shutdown>,
     locators: [Locator; 2],
-    _transport: ShmTransport,
 }
 
 impl ShmSide {
-    pub(super) fn new(transport: ShmTransport, shutdown: Arc<Shutdown>, locators: [Locator; 2]) -> Self {
-        Self { shutdown, locators, _transport: transport }
+    pub(super) fn new(shutdown: Arc<Shutdown>, locators: [Locator; 2]) -> Self {
+        Self { shutdown, locators }
     }
 
     pub(super) fn unicast_locator(&self) -> Locator {
@@ -171,7 +169,7 @@ mod tests {
 
     use super::*;
     use crate::locator::{NamespaceId, ShmAddress};
-    use crate::transport::{InputPort, TransportConfig};
+    use crate::transport::{InputPort, ShmTransport, TransportConfig};
 
     /// Records what the composite hands to UDP.
     struct MockUdp {
@@ -217,7 +215,7 @@ mod tests {
         let udp = Arc::new(Mutex::new(Vec::new()));
         let counters = Arc::new(Counters::default());
         let mock = MockUdp { buf: vec![0; 1024], sent: Arc::clone(&udp) };
-        let writer = CompositeWriter::new(Box::new(mock), Some(ShmSide::new(mine, shutdown, locators)), Arc::clone(&counters));
+        let writer = CompositeWriter::new(Box::new(mock), Some(ShmSide::new(shutdown, locators)), Arc::clone(&counters));
         Rig { dir, writer, port, _peer: peer, udp, counters }
     }
 
