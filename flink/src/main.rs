@@ -9,7 +9,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-mod bench;
 mod clean;
 mod inspect;
 mod list;
@@ -19,6 +18,7 @@ use std::fmt::Display;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use flink::bench;
 
 /// Tools for shmslot shared-memory rings.
 #[derive(Parser, Debug)]

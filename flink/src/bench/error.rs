@@ -63,6 +63,15 @@ pub enum BenchError {
         /// How long.
         after: Duration,
     },
+    /// A compared system's own call failed (peer comparison).
+    System {
+        /// The system, e.g. `iceoryx2`.
+        system: &'static str,
+        /// The operation, e.g. `create publisher`.
+        op: String,
+        /// The system's error, as it prints it.
+        detail: String,
+    },
     /// SIGINT or SIGTERM.
     Interrupted,
 }
@@ -97,6 +106,7 @@ impl fmt::Display for BenchError {
             }
             Self::Data(msg) => write!(f, "data check failed: {msg}"),
             Self::Stalled { what, after } => write!(f, "no progress {what} for {after:?}; giving up"),
+            Self::System { system, op, detail } => write!(f, "{system}: cannot {op}: {detail}"),
             Self::Interrupted => write!(f, "interrupted; removed the bench's shared-memory objects and files"),
         }
     }
@@ -122,6 +132,13 @@ pub fn slot(op: &'static str) -> impl FnOnce(SlotError) -> BenchError {
 /// Attaches an operation name to a [`TransportError`].
 pub fn transport_error(op: &'static str) -> impl FnOnce(TransportError) -> BenchError {
     move |source| BenchError::Transport { op, source }
+}
+
+/// Turns a compared system's error into [`BenchError::System`], naming the
+/// operation.
+pub fn system_error<E: fmt::Debug>(system: &'static str, op: impl Into<String>) -> impl FnOnce(E) -> BenchError {
+    let op = op.into();
+    move |e| BenchError::System { system, op, detail: format!("{e:?}") }
 }
 
 /// Result of the bench.

@@ -17,13 +17,13 @@
 //! * [`proc`]: pinning, the peer process, liveness checks;
 //! * [`report`]: statistics, the table and JSON lines.
 
-mod drive;
-mod error;
-mod floor;
-mod proc;
-mod report;
-mod shmslot;
-mod transport;
+pub mod drive;
+pub mod error;
+pub mod floor;
+pub mod proc;
+pub mod report;
+pub mod shmslot;
+pub mod transport;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};

@@ -53,6 +53,15 @@ pub fn involuntary_switches() -> (u64, u64) {
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static YIELD_WHEN_IDLE: AtomicBool = AtomicBool::new(false);
+
+/// Makes every empty poll of this process ([`Idle::spin`]) yield the CPU
+/// instead of spinning: for runs with more busy processes than CPUs (the
+/// fan-out of the peer comparison), where a spinning reader would hold its
+/// CPU for a whole time slice while the others wait.
+pub fn yield_when_idle(on: bool) {
+    YIELD_WHEN_IDLE.store(on, Ordering::Relaxed);
+}
 
 extern "C" fn on_signal(_sig: libc::c_int) {
     INTERRUPTED.store(true, Ordering::Relaxed);
@@ -108,7 +117,11 @@ impl Idle {
     pub fn spin(&mut self, watch: &mut Watch<'_>) -> Result<()> {
         self.spins = self.spins.wrapping_add(1);
         if self.spins & (SPINS_PER_CHECK - 1) != 0 {
-            std::hint::spin_loop();
+            if YIELD_WHEN_IDLE.load(Ordering::Relaxed) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
             return Ok(());
         }
         self.check(watch)
