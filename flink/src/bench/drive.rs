@@ -225,6 +225,18 @@ pub struct Consumed {
     pub sum: u64,
 }
 
+impl Consumed {
+    /// Samples per second between MARK and STOP (NaN if no time passed).
+    pub fn msgs_per_s(&self) -> f64 {
+        let ns = self.elapsed.as_nanos();
+        if ns == 0 {
+            f64::NAN
+        } else {
+            self.count as f64 * 1e9 / ns as f64
+        }
+    }
+}
+
 /// The peer's consumer: checks that data samples arrive in order 0, 1, 2, …
 pub fn consume<T: SubSide>(t: &mut T, watch: &mut Watch<'_>) -> Result<Consumed> {
     let mut expected = 0u64;

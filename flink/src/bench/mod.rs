@@ -89,9 +89,10 @@ impl System {
 
 /// Two distinct CPUs: the parent's and the peer's.
 #[derive(Debug, Clone, Copy)]
-pub struct CpuPair(usize, usize);
+pub struct CpuPair(pub usize, pub usize);
 
-fn parse_cpus(s: &str) -> Result<CpuPair, String> {
+/// Parses `--cpus A,B` (two different CPUs).
+pub fn parse_cpus(s: &str) -> Result<CpuPair, String> {
     let bad = || format!("'{s}' is not two CPU numbers like 0,1");
     let (a, b) = s.split_once(',').ok_or_else(bad)?;
     let a: usize = a.trim().parse().map_err(|_| bad())?;
@@ -103,7 +104,8 @@ fn parse_cpus(s: &str) -> Result<CpuPair, String> {
 }
 
 /// Parses `8`, `64B`, `1KiB`, `64k`, `1MiB`, `1m` (binary multiples).
-fn parse_size(s: &str) -> Result<usize, String> {
+/// Parses a sample size for `--sizes`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
@@ -200,7 +202,8 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    fn new(verbose: bool, tty: bool) -> Result<Self> {
+    /// Creates the directory (mode 0700) under the temp dir.
+    pub fn new(verbose: bool, tty: bool) -> Result<Self> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let dir = std::env::temp_dir().join(format!("flink-bench-{}-{nanos:08x}", std::process::id()));
         std::fs::DirBuilder::new()
@@ -276,6 +279,17 @@ struct Settings {
     thr: Budget,
     spin: Option<Duration>,
     peer_cpu: usize,
+}
+
+/// Prints one protocol line to the parent (stdout, flushed).
+pub fn say(line: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|source| BenchError::Io { op: "write", path: PathBuf::from("<stdout>"), source })
+}
+
+/// Prints a consumer's result line (`thr COUNT NANOS SUM`).
+pub fn say_thr(c: &drive::Consumed) -> Result<()> {
+    say(&format!("thr {} {} {}", c.count, c.elapsed.as_nanos(), c.sum))
 }
 
 /// Runs `flink bench`.
@@ -388,32 +402,45 @@ fn run_case(ws: &Workspace, n: usize, case: Case, s: &Settings, progress: &mut P
 }
 
 fn measure<T: PingSide + PubSide>(ws: &Workspace, side: &mut T, peer_args: &[OsString], case: Case, s: &Settings, progress: &mut Progress) -> Result<Measurement> {
+    let (lat, msgs_per_s) = measure_pair(side, peer_args, case.size, &s.lat, &s.thr, &mut |path| ws.created(path), &mut |phase| progress.step(&case, phase))?;
+    Ok(Measurement { system: case.system, mode: case.mode, size: case.size, rep: case.rep, lat, msgs_per_s })
+}
+
+/// Starts the peer process (`current_exe() peer_args…`), waits for its
+/// `ready` line, measures latency (ping-pong) then throughput against it,
+/// and waits for it to exit. `created` gets the paths of objects the peer
+/// reported; `phase` is told `latency`, then `throughput`. Returns one-way
+/// latency and the peer's msgs/s.
+pub fn measure_pair<T: PingSide + PubSide>(
+    side: &mut T,
+    peer_args: &[OsString],
+    size: usize,
+    lat: &Budget,
+    thr: &Budget,
+    created: &mut dyn FnMut(&Path),
+    phase: &mut dyn FnMut(&str),
+) -> Result<(report::Latency, f64)> {
     let mut peer = Peer::spawn(peer_args)?;
-    let ready = peer.read_line("ready line", Duration::from_secs(30))?;
-    let Some(hello) = ready.strip_prefix("ready").filter(|h| h.is_empty() || h.starts_with(' ')) else {
-        return Err(BenchError::Child { what: format!("printed '{ready}' instead of 'ready'"), stderr: String::new() });
-    };
-    for path in side.peer_ready(hello.trim_start())? {
-        ws.created(&path);
+    let hello = peer.wait_ready()?;
+    for path in side.peer_ready(&hello)? {
+        created(&path);
     }
-    progress.step(&case, "latency");
+    phase("latency");
     let mut watch = || peer.check_alive();
-    let mut rtts = drive::latency(side, case.size, &s.lat, &mut watch)?;
-    progress.step(&case, "throughput");
-    drive::publish(side, case.size, &s.thr, &mut watch)?;
+    let mut rtts = drive::latency(side, size, lat, &mut watch)?;
+    phase("throughput");
+    drive::publish(side, size, thr, &mut watch)?;
     let line = peer.read_line("throughput report", Duration::from_secs(30))?;
     peer.finish(Duration::from_secs(10))?;
+    Ok((report::latency(&mut rtts), parse_thr(&line)?.msgs_per_s()))
+}
+
+/// Parses a consumer's `thr COUNT NANOS SUM` line.
+pub fn parse_thr(line: &str) -> Result<drive::Consumed> {
     let bad = || BenchError::Child { what: format!("printed '{line}' instead of 'thr COUNT NANOS SUM'"), stderr: String::new() };
     let mut f = line.strip_prefix("thr ").ok_or_else(bad)?.split(' ').map(str::parse::<u64>);
-    let (Some(Ok(count)), Some(Ok(nanos))) = (f.next(), f.next()) else { return Err(bad()) };
-    Ok(Measurement {
-        system: case.system,
-        mode: case.mode,
-        size: case.size,
-        rep: case.rep,
-        lat: report::latency(&mut rtts),
-        msgs_per_s: if nanos == 0 { f64::NAN } else { count as f64 * 1e9 / nanos as f64 },
-    })
+    let (Some(Ok(count)), Some(Ok(nanos)), Some(Ok(sum))) = (f.next(), f.next(), f.next()) else { return Err(bad()) };
+    Ok(drive::Consumed { count, elapsed: Duration::from_nanos(nanos), sum })
 }
 
 /// The peer process: attach, say `ready`, echo until STOP, consume until
@@ -447,16 +474,13 @@ pub fn child_main(args: &ChildArgs) -> Result<()> {
     }
 }
 
-fn serve<T: EchoSide + SubSide>(side: &mut T, watch: &mut proc::Watch<'_>) -> Result<()> {
-    let say = |line: &str| -> Result<()> {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|source| BenchError::Io { op: "write", path: PathBuf::from("<stdout>"), source })
-    };
+/// The peer's side of [`measure_pair`]: says `ready` (with the side's
+/// hello), echoes until STOP, consumes until STOP, prints `thr COUNT NANOS SUM`.
+pub fn serve<T: EchoSide + SubSide>(side: &mut T, watch: &mut proc::Watch<'_>) -> Result<()> {
     let hello = side.hello();
     say(&if hello.is_empty() { "ready".to_string() } else { format!("ready {hello}") })?;
     drive::echo(side, watch)?;
-    let c = drive::consume(side, watch)?;
-    say(&format!("thr {} {} {}", c.count, c.elapsed.as_nanos(), c.sum))
+    say_thr(&drive::consume(side, watch)?)
 }
 
 #[cfg(test)]

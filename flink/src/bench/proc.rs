@@ -196,6 +196,16 @@ impl Peer {
         }
     }
 
+    /// Waits for the peer's `ready` line (30 s at most); returns what it
+    /// said after `ready` (its hello, often empty).
+    pub fn wait_ready(&mut self) -> Result<String> {
+        let ready = self.read_line("ready line", Duration::from_secs(30))?;
+        match ready.strip_prefix("ready").filter(|h| h.is_empty() || h.starts_with(' ')) {
+            Some(hello) => Ok(hello.trim_start().to_owned()),
+            None => Err(BenchError::Child { what: format!("printed '{ready}' instead of 'ready'"), stderr: String::new() }),
+        }
+    }
+
     /// Liveness check for wait loops: an error if the peer exited.
     pub fn check_alive(&mut self) -> Result<()> {
         if interrupted() {

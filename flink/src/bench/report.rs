@@ -28,7 +28,7 @@ pub struct Measurement {
 }
 
 /// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -43,7 +43,7 @@ pub fn latency(rtts: &mut [u64]) -> Latency {
     Latency { p50: half(0.50), p99: half(0.99), p999: half(0.999), samples: rtts.len() }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return f64::NAN;
@@ -136,7 +136,7 @@ pub fn aggregate(ms: &[Measurement]) -> Vec<Row> {
         .collect()
 }
 
-fn fmt_ns(ns: f64) -> String {
+pub fn fmt_ns(ns: f64) -> String {
     if !ns.is_finite() {
         "-".into()
     } else if ns < 1e3 {
@@ -150,7 +150,7 @@ fn fmt_ns(ns: f64) -> String {
     }
 }
 
-fn fmt_rate(r: f64) -> String {
+pub fn fmt_rate(r: f64) -> String {
     if !r.is_finite() {
         "-".into()
     } else if r >= 1e6 {
@@ -162,7 +162,7 @@ fn fmt_rate(r: f64) -> String {
     }
 }
 
-fn fmt_ratio(r: f64) -> String {
+pub fn fmt_ratio(r: f64) -> String {
     if r.is_finite() {
         format!("{r:.2}x")
     } else {
@@ -274,7 +274,7 @@ pub fn targets(rows: &[Row]) -> String {
     s
 }
 
-fn num(v: f64, digits: usize) -> String {
+pub fn num(v: f64, digits: usize) -> String {
     if v.is_finite() {
         format!("{v:.digits$}")
     } else {
