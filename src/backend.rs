@@ -76,6 +76,27 @@ pub struct ReaderStats {
 /// hand-off a fraction of one.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
+/// Blocking calls read the clock on their first empty poll and then every
+/// this many (one pause between two polls).
+const CLOCK_EVERY: u64 = 16;
+
+/// Empty polls a blocking call spins through with a pause only; after them
+/// (a few microseconds) it yields the CPU between polls until its spin budget
+/// is over, so a waiter sharing its CPU with the thread it waits for (or with
+/// other waiters, as the readers of a fan-out) lets that thread run instead
+/// of burning the rest of the budget.
+const PAUSE_ONLY: u64 = 128;
+
+/// What a blocking call does between two empty polls of its spin phase.
+#[inline]
+fn spin_pause(polls: u64) {
+    if polls < PAUSE_ONLY {
+        crate::sync::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
 /// A ring of fixed-size slots that writers fill and readers consume in
 /// sequence order.
 ///
@@ -262,19 +283,25 @@ pub trait SlotBackend: Send + Sync {
     fn reserve_slot_timeout(&self, active_readers_mask: ReaderMask, timeout: Duration) -> Result<SlotHandle, SlotError> {
         let start = Instant::now();
         let spin_until = start + self.spin_budget().min(timeout);
+        let mut polls = 0u64;
         loop {
             match self.reserve_slot(active_readers_mask) {
                 Err(SlotError::NoFreeSlot) => {}
                 other => return other,
+            }
+            // While spinning, retry after one pause and read the clock only
+            // every CLOCK_EVERY polls: a batch of pauses or a clock read
+            // between two polls is latency added to every hand-off.
+            polls = polls.wrapping_add(1);
+            if polls % CLOCK_EVERY != 1 {
+                spin_pause(polls);
+                continue;
             }
             let now = Instant::now();
             if now >= start + timeout {
                 return Err(SlotError::TimedOut(timeout));
             }
             if now < spin_until {
-                for _ in 0..32 {
-                    crate::sync::spin_loop();
-                }
                 continue;
             }
             let mut result = None;
@@ -300,20 +327,24 @@ pub trait SlotBackend: Send + Sync {
     fn next_unread_slot_timeout(&self, reader_index: u8, timeout: Duration) -> Result<Option<SlotHandle>, SlotError> {
         let start = Instant::now();
         let spin_until = start + self.spin_budget().min(timeout);
+        let mut polls = 0u64;
         // Spin without touching the notify word (it lives on the writers'
         // cache line), then capture the generation, re-check, and park.
         loop {
             if let Some(h) = self.next_unread_slot(reader_index)? {
                 return Ok(Some(h));
             }
+            // One pause per poll, the clock every CLOCK_EVERY polls (as above).
+            polls = polls.wrapping_add(1);
+            if polls % CLOCK_EVERY != 1 {
+                spin_pause(polls);
+                continue;
+            }
             let now = Instant::now();
             if now >= start + timeout {
                 return Ok(None);
             }
             if now < spin_until {
-                for _ in 0..32 {
-                    crate::sync::spin_loop();
-                }
                 continue;
             }
             let generation = self.notify_generation();
