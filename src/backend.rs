@@ -195,6 +195,40 @@ pub trait SlotBackend: Send + Sync {
     /// `handle.seq` or its length exceeds the capacity.
     fn slot_read_ptr(&self, handle: SlotHandle) -> Result<(*const u8, usize), SlotError>;
 
+    /// [`reserve_slot`](Self::reserve_slot) and
+    /// [`slot_data_ptr`](Self::slot_data_ptr) in one call (what a
+    /// [`Loan`](crate::Loan) does): the handle, the writable region and its
+    /// capacity. A backend that knows the slot it just reserved overrides it
+    /// to skip re-checking the fresh handle.
+    ///
+    /// # Errors
+    /// As `reserve_slot`; a failing `slot_data_ptr` discards the loan.
+    fn reserve_loan(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
+        let handle = self.reserve_slot(active_readers_mask)?;
+        match self.slot_data_ptr(handle) {
+            Ok((ptr, cap)) => Ok((handle, ptr, cap)),
+            Err(e) => {
+                let _ = self.discard_slot(handle);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`next_unread_slot`](Self::next_unread_slot) and
+    /// [`slot_read_ptr`](Self::slot_read_ptr) in one call (what
+    /// [`Reader::try_recv`](crate::Reader::try_recv) does). A backend whose
+    /// `next_unread_slot` already validated the length overrides it to skip
+    /// re-checking it.
+    ///
+    /// # Errors
+    /// As `next_unread_slot` and `slot_read_ptr`.
+    fn next_unread_read(&self, reader_index: u8) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
+        match self.next_unread_slot(reader_index)? {
+            Some(h) => self.slot_read_ptr(h).map(|(ptr, len)| Some((h, ptr, len))),
+            None => Ok(None),
+        }
+    }
+
     /// The next sample for `reader_index` in sequence order, or `None` when
     /// nothing new is committed. Returns the same handle until it is
     /// [`mark_read`](Self::mark_read).
@@ -367,6 +401,8 @@ macro_rules! forward_backend {
             fn slot_data_ptr(&self, h: SlotHandle) -> Result<(*mut u8, usize), SlotError> { (**self).slot_data_ptr(h) }
             fn commit_in_place(&self, h: SlotHandle, len: usize) -> Result<u64, SlotError> { (**self).commit_in_place(h, len) }
             fn slot_read_ptr(&self, h: SlotHandle) -> Result<(*const u8, usize), SlotError> { (**self).slot_read_ptr(h) }
+            fn reserve_loan(&self, m: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> { (**self).reserve_loan(m) }
+            fn next_unread_read(&self, r: u8) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> { (**self).next_unread_read(r) }
             fn next_unread_slot(&self, r: u8) -> Result<Option<SlotHandle>, SlotError> { (**self).next_unread_slot(r) }
             fn read_slot(&self, h: SlotHandle) -> Result<(SlotHeader, Vec<u8>), SlotError> { (**self).read_slot(h) }
             fn mark_read(&self, h: SlotHandle, r: u8) -> Result<(), SlotError> { (**self).mark_read(h, r) }

@@ -315,6 +315,7 @@ impl<P: Parker> RingView<'_, P> {
     /// set to each `KeepAll` sequence before the claim, so a reaper can undo
     /// a claim whose writer died before stamping the slot. Returns
     /// `(slot index, seq)`.
+    #[inline(always)]
     pub fn reserve(&self, readers_mask: ReaderMask, owner: u8, claiming: Option<&AtomicU64>) -> Result<(u32, u64), SlotError> {
         let n = i64::from(self.geo.slot_count);
         let keep_all = self.geo.policy == OverflowPolicy::KeepAll;
@@ -435,6 +436,7 @@ impl<P: Parker> RingView<'_, P> {
     }
 
     /// Checks that `(index, seq)` is a loan of this ring.
+    #[inline(always)]
     pub fn check_loan(&self, index: u32, seq: u64) -> Result<&SlotMeta, SlotError> {
         let (i, slot) = self.slot_of(seq);
         if i != index {
@@ -448,6 +450,7 @@ impl<P: Parker> RingView<'_, P> {
     }
 
     /// Publishes a loan with `len` payload bytes.
+    #[inline(always)]
     pub fn commit(&self, index: u32, seq: u64, len: usize) -> Result<u64, SlotError> {
         let slot = self.check_loan(index, seq)?;
         if len > self.geo.capacity as usize {
@@ -753,6 +756,7 @@ impl<P: Parker> RingView<'_, P> {
     }
 
     /// The sample reader `r` should consume next, in sequence order.
+    #[inline(always)]
     pub fn next_unread(&self, r: u8) -> Result<Option<Held>, SlotError> {
         let e = self.reader(r)?;
         // A disconnected reader (its bit out of `registered`) is addressed by
@@ -847,6 +851,7 @@ impl<P: Parker> RingView<'_, P> {
     }
 
     /// Length of a sample the caller holds (re-checked against the stamp).
+    #[inline(always)]
     pub fn held_len(&self, index: u32, seq: u64) -> Result<u32, SlotError> {
         let (i, slot) = self.slot_of(seq);
         if i != index || index >= self.geo.slot_count {
@@ -882,6 +887,7 @@ impl<P: Parker> RingView<'_, P> {
     }
 
     /// Releases the sample reader `r` holds and advances its cursor.
+    #[inline(always)]
     pub fn release(&self, r: u8, index: u32, seq: u64) -> Result<(), SlotError> {
         let e = self.reader(r)?;
         let c = e.cursor.load(Ordering::Relaxed);

@@ -34,7 +34,8 @@ impl<'a, B: SlotBackend + ?Sized> Loan<'a, B> {
     /// # Errors
     /// As [`SlotBackend::reserve_slot`].
     pub fn with_mask(backend: &'a B, mask: ReaderMask) -> Result<Self, SlotError> {
-        Self::from_handle(backend, backend.reserve_slot(mask)?)
+        let (handle, ptr, cap) = backend.reserve_loan(mask)?;
+        Ok(Self { backend, handle, ptr, cap, done: false })
     }
 
     /// Waits up to `timeout` for a slot.
@@ -151,10 +152,7 @@ impl<B: SlotBackend> Reader<B> {
     /// # Errors
     /// As [`SlotBackend::next_unread_slot`].
     pub fn try_recv(&mut self) -> Result<Option<Sample<'_, B>>, SlotError> {
-        match self.backend.next_unread_slot(self.index)? {
-            Some(h) => Sample::take(&self.backend, self.index, h).map(Some),
-            None => Ok(None),
-        }
+        Ok(self.backend.next_unread_read(self.index)?.map(|(handle, ptr, len)| Sample { backend: &self.backend, handle, reader: self.index, ptr, len }))
     }
 
     /// The next sample, waiting up to `timeout` (spin, then park).

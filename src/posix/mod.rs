@@ -202,11 +202,8 @@ pub struct PosixSlotAllocator {
     file: File,
     /// A second open of the object that holds this handle's locks.
     locks: File,
-    ctrl: NonNull<Control>,
-    readers: NonNull<ReaderEntry>,
     writers: NonNull<WriterEntry>,
     slots: NonNull<u8>,
-    geo: Geometry,
     info: SegmentInfo,
     flink_path: PathBuf,
     segment_name: String,
@@ -230,8 +227,14 @@ pub struct PosixSlotAllocator {
     next_write_check_ms: AtomicU64,
     /// Empty polls since the last look at the clock.
     idle_polls: AtomicU32,
-    /// See `RingView::cursor_floor`.
-    cursor_floor: AtomicU64,
+    /// See `RingView::cursor_floor` (boxed: `view` points at it).
+    cursor_floor: Box<AtomicU64>,
+    /// The protocol's view of the mapping, built once (the hot calls use it
+    /// through one pointer instead of assembling a view per call). Its
+    /// references point into `map` and `cursor_floor`, which this handle owns
+    /// and which never move; [`ring`](Self::ring) hands them out only for the
+    /// lifetime of `&self`.
+    view: RingView<'static, FutexParker>,
     /// The process that opened this handle: a copy in a `fork`ed child only
     /// unmaps on drop (its locks and entries are the parent's).
     pid: u32,
@@ -509,12 +512,32 @@ impl PosixSlotAllocator {
         let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
         // SAFETY: every offset is within `lay.total <= map.len()` (caller).
         let at = |off: u64| unsafe { base.add(off as usize) };
+        let ctrl: NonNull<Control> = at(CONTROL_OFFSET as u64).cast();
+        let readers: NonNull<ReaderEntry> = at(READERS_OFFSET as u64).cast();
+        let slots = at(lay.slots_offset);
+        let geo = Geometry { slot_count: info.slot_count, capacity: info.capacity, max_readers: info.max_readers, policy: info.policy };
+        let cursor_floor = Box::new(AtomicU64::new(0));
+        // SAFETY: the Control block, `max_readers` reader entries and
+        // `slot_count` slots of `stride` bytes (64-byte aligned) lie inside
+        // the mapping (validated geometry, caller's contract); atomics only.
+        // `'static` stands for "as long as this handle": the mapping is
+        // unmapped and the box freed only when the handle drops, neither
+        // moves when the handle does, and `ring` reborrows the view for
+        // `&self` only, so no reference outlives them.
+        let view = unsafe {
+            RingView {
+                ctrl: &*ctrl.as_ptr(),
+                readers: std::slice::from_raw_parts(readers.as_ptr(), info.max_readers as usize),
+                slots: SlotArray::from_raw(slots, info.stride as usize, info.slot_count),
+                geo,
+                parker: FutexParker,
+                cursor_floor: &*std::ptr::from_ref::<AtomicU64>(&cursor_floor),
+            }
+        };
         Self {
-            ctrl: at(CONTROL_OFFSET as u64).cast(),
-            readers: at(READERS_OFFSET as u64).cast(),
             writers: at(lay.writers_offset).cast(),
-            slots: at(lay.slots_offset),
-            geo: Geometry { slot_count: info.slot_count, capacity: info.capacity, max_readers: info.max_readers, policy: info.policy },
+            slots,
+            view,
             info,
             map,
             file,
@@ -530,15 +553,14 @@ impl PosixSlotAllocator {
             next_read_check_ms: AtomicU64::new(0),
             next_write_check_ms: AtomicU64::new(0),
             idle_polls: AtomicU32::new(0),
-            cursor_floor: AtomicU64::new(0),
+            cursor_floor,
             pid: std::process::id(),
         }
     }
 
     /// Starts the cursor floor far behind `write_seq`: no lower bound known.
     fn reset_cursor_floor(&self) {
-        // SAFETY: see `ring`.
-        let ws = unsafe { self.ctrl.as_ref() }.write_seq.0.load(Ordering::SeqCst);
+        let ws = self.ring().ctrl.write_seq.0.load(Ordering::SeqCst);
         self.cursor_floor.store(ws.wrapping_sub(1 << 62), Ordering::Release);
     }
 
@@ -548,22 +570,10 @@ impl PosixSlotAllocator {
         unsafe { &*self.map.as_ptr().cast::<SegmentHeader>() }
     }
 
+    /// The protocol over this handle's mapping.
     #[inline]
-    fn ring(&self) -> RingView<'_, FutexParker> {
-        RingView {
-            // SAFETY: `ctrl` points at the Control block inside the mapping,
-            // which lives as long as `&self`; atomics only.
-            ctrl: unsafe { self.ctrl.as_ref() },
-            // SAFETY: `max_readers` entries follow at READERS_OFFSET, inside
-            // the mapping (validated geometry).
-            readers: unsafe { std::slice::from_raw_parts(self.readers.as_ptr(), self.info.max_readers as usize) },
-            // SAFETY: `slot_count` slots of `stride` bytes start at `slots`,
-            // 64-byte aligned, inside the mapping.
-            slots: unsafe { SlotArray::from_raw(self.slots, self.info.stride as usize, self.info.slot_count) },
-            geo: self.geo,
-            parker: FutexParker,
-            cursor_floor: &self.cursor_floor,
-        }
+    fn ring(&self) -> &RingView<'_, FutexParker> {
+        &self.view
     }
 
     fn writers(&self) -> &[WriterEntry] {
@@ -718,6 +728,18 @@ impl PosixSlotAllocator {
         let now = clock_ms();
         let next = next_ms.load(Ordering::Relaxed);
         now >= next && next_ms.compare_exchange(next, now + CHECK_INTERVAL_MS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// A reader found nothing. Looks at the clock every 64 empty polls only
+    /// (a parked call resets the count, so it looks right after waking).
+    #[inline]
+    fn empty_poll(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
+        let n = self.idle_polls.load(Ordering::Relaxed).wrapping_add(1);
+        self.idle_polls.store(n, Ordering::Relaxed);
+        if n % 64 != 0 {
+            return Ok(None);
+        }
+        self.idle(reader_index)
     }
 
     /// A reader found nothing: now and then, see whether it waits on a dead
@@ -893,18 +915,28 @@ impl SlotBackend for PosixSlotAllocator {
         Ok((self.payload(handle.slot_index).cast_const(), len as usize))
     }
 
+    fn reserve_loan(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
+        // The slot was stamped LOANED for us just now: no re-check needed.
+        let h = self.reserve_slot(active_readers_mask)?;
+        Ok((h, self.payload(h.slot_index), self.info.capacity as usize))
+    }
+
+    fn next_unread_read(&self, reader_index: u8) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
+        // `next_unread` bounded the length by the capacity (as `held_len`).
+        if let Some(h) = self.ring().next_unread(reader_index)? {
+            return Ok(Some((SlotHandle { slot_index: h.index, seq: h.seq }, self.payload(h.index).cast_const(), h.len as usize)));
+        }
+        match self.empty_poll(reader_index)? {
+            Some(h) => self.slot_read_ptr(h).map(|(ptr, len)| Some((h, ptr, len))),
+            None => Ok(None),
+        }
+    }
+
     fn next_unread_slot(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
         if let Some(h) = self.ring().next_unread(reader_index)? {
             return Ok(Some(SlotHandle { slot_index: h.index, seq: h.seq }));
         }
-        // Look at the clock every 64 empty polls only (a parked call resets
-        // the count, so it looks right after waking).
-        let n = self.idle_polls.load(Ordering::Relaxed).wrapping_add(1);
-        self.idle_polls.store(n, Ordering::Relaxed);
-        if n % 64 != 0 {
-            return Ok(None);
-        }
-        self.idle(reader_index)
+        self.empty_poll(reader_index)
     }
 
     fn read_slot(&self, handle: SlotHandle) -> Result<(SlotHeader, Vec<u8>), SlotError> {
