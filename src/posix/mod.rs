@@ -14,8 +14,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use linux_futex::{Futex, Shared};
 use memmap2::{MmapOptions, MmapRaw};
@@ -38,10 +37,18 @@ const CHECK_INTERVAL_MS: u64 = 10;
 /// A handle without a writer entry.
 const NO_WRITER: u32 = u32::MAX;
 
-/// Milliseconds on a process-wide monotonic clock.
+/// Milliseconds on the coarse monotonic clock: a full `CLOCK_MONOTONIC`
+/// read (tens of ns on a VM) on every failed reservation of a writer that
+/// spins on a full ring slowed the hand-off it waits for; the coarse clock
+/// reads a value the kernel keeps (a few ns) and its resolution (a tick,
+/// 1–4 ms) is finer than [`CHECK_INTERVAL_MS`] needs.
 fn clock_ms() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE
+    // exists on every Linux since 2.6.32 (on an error `ts` stays 0, which
+    // only makes the next check due later).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1000).wrapping_add(ts.tv_nsec as u64 / 1_000_000)
 }
 
 use layout::{Layout, SegmentHeader, WriterEntry, CONTROL_OFFSET, INIT_CREATING, INIT_READY, LAYOUT_VERSION, MAGIC, READERS_OFFSET};
