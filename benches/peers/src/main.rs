@@ -557,17 +557,7 @@ fn fanout_parent<T: PubSide>(side: &mut T, case: Case, spec: &Spec, s: &Settings
 }
 
 fn child(args: &ChildArgs) -> Result<()> {
-    proc::die_with_parent();
-    // SAFETY: getppid cannot fail and has no preconditions.
-    let ppid = unsafe { libc::getppid() };
-    proc::pin_to_cpu(args.cpu)?;
-    let mut watch = move || {
-        // SAFETY: as above.
-        if unsafe { libc::getppid() } != ppid {
-            return Err(BenchError::Child { what: "the bench process is gone".into(), stderr: String::new() });
-        }
-        Ok(())
-    };
+    let mut watch = proc::start_child(args.cpu)?;
     let spec = Spec { dir: args.dir.clone(), tag: args.tag.clone(), size: args.size, readers: args.readers, blocking: args.blocking };
     let spin = args.spin_us.map(Duration::from_micros);
     if args.run == Run::Fanout {

@@ -446,17 +446,7 @@ pub fn parse_thr(line: &str) -> Result<drive::Consumed> {
 /// The peer process: attach, say `ready`, echo until STOP, consume until
 /// STOP, print `thr COUNT NANOS SUM`.
 pub fn child_main(args: &ChildArgs) -> Result<()> {
-    proc::die_with_parent();
-    // SAFETY: getppid cannot fail and has no preconditions.
-    let ppid = unsafe { libc::getppid() };
-    proc::pin_to_cpu(args.cpu)?;
-    let mut watch = move || {
-        // SAFETY: as above.
-        if unsafe { libc::getppid() } != ppid {
-            return Err(BenchError::Child { what: "the bench process is gone".into(), stderr: String::new() });
-        }
-        Ok(())
-    };
+    let mut watch = proc::start_child(args.cpu)?;
     let spin = args.spin_us.map(Duration::from_micros);
     match args.system {
         System::Floor => serve(&mut FloorPeer::new(FloorMap::open(&args.target, args.size)?), &mut watch),

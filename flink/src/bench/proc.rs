@@ -97,6 +97,23 @@ pub fn die_with_parent() {
 /// there, were we interrupted?
 pub type Watch<'a> = dyn FnMut() -> Result<()> + 'a;
 
+/// What a peer process does first: die with its parent, pin itself to
+/// `cpu`. Returns the liveness check its loops run (an error once the
+/// process that started it is gone).
+pub fn start_child(cpu: usize) -> Result<impl FnMut() -> Result<()>> {
+    die_with_parent();
+    // SAFETY: getppid cannot fail and has no preconditions.
+    let ppid = unsafe { libc::getppid() };
+    pin_to_cpu(cpu)?;
+    Ok(move || {
+        // SAFETY: as above.
+        if unsafe { libc::getppid() } != ppid {
+            return Err(BenchError::Child { what: "the bench process is gone".into(), stderr: String::new() });
+        }
+        Ok(())
+    })
+}
+
 /// Bookkeeping of one busy wait: cheap spins, a liveness check every few
 /// thousand rounds, and a stall limit.
 pub struct Idle {
