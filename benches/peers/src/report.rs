@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use flink::bench::format_size;
-use flink::bench::report::{fmt_ns, fmt_rate, fmt_ratio, median, num, percentile, Latency};
+use flink::bench::report::{fmt_ns, fmt_rate, fmt_ratio, median, num, percentile, sig, Latency};
 
 use crate::System;
 
@@ -402,14 +402,14 @@ impl Results {
                 "{},\"p50_ns\":{},\"p50_spread\":{},\"p99_ns\":{},\"p999_ns\":{},\"msgs_per_s\":{},\"msgs_spread\":{},\"gb_per_s\":{},\"p50_vs_floor\":{},\"msgs_vs_floor\":{}}}",
                 head("pair", r.variant, r.size, r.reps),
                 num(r.p50.median, 1),
-                num(r.p50.spread, 3),
+                sig(r.p50.spread, 4),
                 num(r.p99, 1),
                 num(r.p999, 1),
                 num(r.msgs.median, 0),
-                num(r.msgs.spread, 3),
+                sig(r.msgs.spread, 4),
                 num(r.msgs.median * r.size as f64 / 1e9, 6),
-                num(r.p50_floor, 3),
-                num(r.msgs_floor, 3),
+                sig(r.p50_floor, 4),
+                sig(r.msgs_floor, 4),
             );
         }
         for r in self.wake_rows() {
@@ -418,7 +418,7 @@ impl Results {
                 "{},\"p50_ns\":{},\"p50_spread\":{},\"p99_ns\":{},\"p999_ns\":{},\"samples\":{}}}",
                 head("wake", r.variant, r.size, r.reps),
                 num(r.p50.median, 1),
-                num(r.p50.spread, 3),
+                sig(r.p50.spread, 4),
                 num(r.p99, 1),
                 num(r.p999, 1),
                 r.samples
@@ -431,7 +431,7 @@ impl Results {
                 head("fanout", r.variant, r.size, r.reps),
                 r.readers,
                 num(r.delivered.median, 0),
-                num(r.delivered.spread, 3),
+                sig(r.delivered.spread, 4),
                 num(r.slowest, 0)
             );
         }
@@ -440,7 +440,7 @@ impl Results {
                 s,
                 "{{\"kind\":\"goal\",\"goal\":\"{}\",\"ratio\":{},\"limit\":{},\"at_most\":{},\"met\":{}}}",
                 g.what,
-                num(g.ratio, 3),
+                sig(g.ratio, 4),
                 g.limit,
                 g.at_most,
                 g.met()

@@ -282,6 +282,19 @@ pub fn num(v: f64, digits: usize) -> String {
     }
 }
 
+/// A JSON number with `digits` significant digits (at least the integer
+/// part), `null` when not finite: for ratios, which span 0.0003 (a latency
+/// against a preempted floor) to 300, where a fixed number of decimals
+/// rounds the small ones to 0.
+pub fn sig(v: f64, digits: usize) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return num(v, 0);
+    }
+    let magnitude = v.abs().log10().floor() as i64;
+    let decimals = (digits as i64 - 1 - magnitude).max(0) as usize;
+    num(v, decimals)
+}
+
 /// One JSON object per row, one per line. Transport rows also carry their
 /// ratios to the bare ring (`p50_vs_ring`, `p99_vs_ring`, `p999_vs_ring`,
 /// `msgs_vs_ring`).
@@ -289,7 +302,7 @@ pub fn json_lines(rows: &[Row]) -> String {
     let mut s = String::new();
     for r in rows {
         let vs_ring = r.vs_ring.map_or_else(String::new, |v| {
-            format!(",\"p50_vs_ring\":{},\"p99_vs_ring\":{},\"p999_vs_ring\":{},\"msgs_vs_ring\":{}", num(v.p50, 3), num(v.p99, 3), num(v.p999, 3), num(v.msgs, 3))
+            format!(",\"p50_vs_ring\":{},\"p99_vs_ring\":{},\"p999_vs_ring\":{},\"msgs_vs_ring\":{}", sig(v.p50, 4), sig(v.p99, 4), sig(v.p999, 4), sig(v.msgs, 4))
         });
         let _ = writeln!(
             s,
@@ -304,8 +317,8 @@ pub fn json_lines(rows: &[Row]) -> String {
             num(r.p999, 1),
             num(r.msgs_per_s, 0),
             num(r.gb_per_s, 6),
-            num(r.p50_ratio, 3),
-            num(r.msgs_ratio, 3),
+            sig(r.p50_ratio, 4),
+            sig(r.msgs_ratio, 4),
         );
     }
     s
@@ -314,6 +327,16 @@ pub fn json_lines(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratios_keep_significant_digits() {
+        assert_eq!(sig(0.000_285_714, 4), "0.0002857");
+        assert_eq!(sig(1.234_56, 4), "1.235");
+        assert_eq!(sig(294.22, 4), "294.2");
+        assert_eq!(sig(12_345.6, 4), "12346");
+        assert_eq!(sig(0.0, 4), "0");
+        assert_eq!(sig(f64::NAN, 4), "null");
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
