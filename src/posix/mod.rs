@@ -53,6 +53,27 @@ fn clock_ms() -> u64 {
 
 use layout::{Layout, SegmentHeader, WriterEntry, CONTROL_OFFSET, INIT_CREATING, INIT_READY, LAYOUT_VERSION, MAGIC, READERS_OFFSET};
 
+/// The process-local cursor floor of a handle (`RingView::cursor_floor`):
+/// one heap word, allocated with the handle and freed when it drops. Held
+/// through a raw pointer, not a `Box`, because the handle's `view` keeps a
+/// shared reference to it while the handle (and so this owner) moves.
+struct FloorCell(NonNull<AtomicU64>);
+
+impl FloorCell {
+    fn new() -> Self {
+        Self(NonNull::from(Box::leak(Box::new(AtomicU64::new(0)))))
+    }
+}
+
+impl Drop for FloorCell {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::leak` in `new` and is freed only
+        // here, once; the handle's `view`, the only other user, is dropped
+        // before this field (declared first) and used by nothing after.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
 /// Parks on a futex word in shared memory.
 #[derive(Clone, Copy)]
 pub(crate) struct FutexParker;
@@ -204,6 +225,12 @@ impl PosixSlotAllocatorBuilder {
 /// participants alive until it exits. Such a child must not use the
 /// parent's handles (attach its own); dropping a copied handle only unmaps.
 pub struct PosixSlotAllocator {
+    /// The protocol's view of the mapping, built once (the hot calls use it
+    /// through one pointer instead of assembling a view per call). Its
+    /// references point into `map` and `cursor_floor`, which this handle owns
+    /// and which never move; [`ring`](Self::ring) hands them out only for the
+    /// lifetime of `&self`. First field, so it is dropped before them.
+    view: RingView<'static, FutexParker>,
     map: MmapRaw,
     /// The object, mapped; liveness tests go through this descriptor.
     file: File,
@@ -234,21 +261,17 @@ pub struct PosixSlotAllocator {
     next_write_check_ms: AtomicU64,
     /// Empty polls since the last look at the clock.
     idle_polls: AtomicU32,
-    /// See `RingView::cursor_floor` (boxed: `view` points at it).
-    cursor_floor: Box<AtomicU64>,
-    /// The protocol's view of the mapping, built once (the hot calls use it
-    /// through one pointer instead of assembling a view per call). Its
-    /// references point into `map` and `cursor_floor`, which this handle owns
-    /// and which never move; [`ring`](Self::ring) hands them out only for the
-    /// lifetime of `&self`.
-    view: RingView<'static, FutexParker>,
+    /// Owns the word `view.cursor_floor` points at (see
+    /// `RingView::cursor_floor`); only its drop uses it.
+    _cursor_floor: FloorCell,
     /// The process that opened this handle: a copy in a `fork`ed child only
     /// unmaps on drop (its locks and entries are the parent's).
     pid: u32,
 }
 
-// SAFETY: the pointers point into `map`, which lives as long as `self`; all
-// shared state behind them is atomics, accessed through the protocol.
+// SAFETY: the pointers point into `map` or the floor cell, which live as
+// long as `self`; all shared state behind them is atomics, accessed through
+// the protocol.
 unsafe impl Send for PosixSlotAllocator {}
 // SAFETY: as above; `&self` methods only touch atomics and loan-owned bytes.
 unsafe impl Sync for PosixSlotAllocator {}
@@ -523,14 +546,15 @@ impl PosixSlotAllocator {
         let readers: NonNull<ReaderEntry> = at(READERS_OFFSET as u64).cast();
         let slots = at(lay.slots_offset);
         let geo = Geometry { slot_count: info.slot_count, capacity: info.capacity, max_readers: info.max_readers, policy: info.policy };
-        let cursor_floor = Box::new(AtomicU64::new(0));
+        let cursor_floor = FloorCell::new();
         // SAFETY: the Control block, `max_readers` reader entries and
         // `slot_count` slots of `stride` bytes (64-byte aligned) lie inside
         // the mapping (validated geometry, caller's contract); atomics only.
         // `'static` stands for "as long as this handle": the mapping is
-        // unmapped and the box freed only when the handle drops, neither
-        // moves when the handle does, and `ring` reborrows the view for
-        // `&self` only, so no reference outlives them.
+        // unmapped and the floor cell freed only when the handle drops (after
+        // `view`, its first field), neither moves when the handle does, and
+        // `ring` reborrows the view for `&self` only, so no reference
+        // outlives them.
         let view = unsafe {
             RingView {
                 ctrl: &*ctrl.as_ptr(),
@@ -538,7 +562,7 @@ impl PosixSlotAllocator {
                 slots: SlotArray::from_raw(slots, info.stride as usize, info.slot_count),
                 geo,
                 parker: FutexParker,
-                cursor_floor: &*std::ptr::from_ref::<AtomicU64>(&cursor_floor),
+                cursor_floor: cursor_floor.0.as_ref(),
             }
         };
         Self {
@@ -560,7 +584,7 @@ impl PosixSlotAllocator {
             next_read_check_ms: AtomicU64::new(0),
             next_write_check_ms: AtomicU64::new(0),
             idle_polls: AtomicU32::new(0),
-            cursor_floor,
+            _cursor_floor: cursor_floor,
             pid: std::process::id(),
         }
     }
@@ -568,7 +592,7 @@ impl PosixSlotAllocator {
     /// Starts the cursor floor far behind `write_seq`: no lower bound known.
     fn reset_cursor_floor(&self) {
         let ws = self.ring().ctrl.write_seq.0.load(Ordering::SeqCst);
-        self.cursor_floor.store(ws.wrapping_sub(1 << 62), Ordering::Release);
+        self.ring().cursor_floor.store(ws.wrapping_sub(1 << 62), Ordering::Release);
     }
 
     fn header(&self) -> &SegmentHeader {
