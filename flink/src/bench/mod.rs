@@ -103,8 +103,8 @@ pub fn parse_cpus(s: &str) -> Result<CpuPair, String> {
     Ok(CpuPair(a, b))
 }
 
-/// Parses `8`, `64B`, `1KiB`, `64k`, `1MiB`, `1m` (binary multiples).
-/// Parses a sample size for `--sizes`.
+/// Parses a sample size for `--sizes`: `8`, `64B`, `1KiB`, `64k`, `1MiB`,
+/// `1m` (binary multiples).
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
