@@ -55,7 +55,7 @@ pub use backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHand
 pub use error::{OpenError, ReceiveError, SlotError, TypeError, ValidationError};
 pub use memory::InMemorySlotAllocator;
 #[cfg(not(loom))]
-pub use posix::{default_discovery_dir, FlinkInfo, PosixSlotAllocator, PosixSlotAllocatorBuilder, SegmentInfo};
+pub use posix::{default_discovery_dir, FlinkInfo, PosixSlotAllocator, PosixSlotAllocatorBuilder, SegmentInfo, SegmentKind};
 pub use locator::{Endianness, Locator, LocatorError, NamespaceFacts, NamespaceId, ShmAddress, ShmAnnouncement, LOCATOR_KIND_SHM};
 pub use pubsub::{type_hash, Loan, Pod, Publisher, Reader, Sample, Subscriber, TypedLoan, TypedSample};
 #[cfg(not(loom))]
@@ -66,6 +66,6 @@ pub use transport::{Delivery, InputPort, Received, SendLoan, SendReport, Sender,
 /// decided by the participants' kernel locks.
 #[cfg(not(loom))]
 pub mod discovery {
-    pub use crate::posix::flink::{default_discovery_dir, read as read_flink, FlinkInfo};
+    pub use crate::posix::flink::{default_discovery_dir, read as read_flink, FlinkInfo, SegmentKind};
     pub use crate::posix::status::{clean, inspect, reclaim, scan, CleanEntry, CleanOutcome, ParticipantStatus, Reaped, Reclaim, ScanEntry, SegmentState, SegmentStatus};
 }

@@ -8,7 +8,8 @@
 //!  16  name_len u32           20  name [u8; 48]  ("/shmslot.<uid>.<16 hex>")
 //!  68  slot_count u32         72  capacity u32      76  policy u32
 //!  80  max_readers u32        84  creator_pid u32   88  created_unix_ms u64
-//!  96  reserved (zero)
+//!  96  kind u32 (0 slot ring, 1 blackboard)
+//! 100  reserved (zero)
 //! ```
 //!
 //! Published by writing a temp file (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600)
@@ -30,14 +31,51 @@ const FLINK_VERSION: u32 = 1;
 pub(crate) const FLINK_SIZE: usize = 128;
 const NAME_MAX: usize = 48;
 
+/// What a flink file names: which kind of segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SegmentKind {
+    /// A slot ring ([`PosixSlotAllocator`](crate::PosixSlotAllocator)).
+    #[default]
+    Ring,
+    /// A keyed blackboard ([`crate::blackboard`]).
+    Blackboard,
+}
+
+impl SegmentKind {
+    /// As stored in a flink file.
+    pub fn code(self) -> u32 {
+        match self {
+            Self::Ring => 0,
+            Self::Blackboard => 1,
+        }
+    }
+    /// From a flink file's code.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(Self::Ring),
+            1 => Some(Self::Blackboard),
+            _ => None,
+        }
+    }
+    /// `ring` or `blackboard`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ring => "ring",
+            Self::Blackboard => "blackboard",
+        }
+    }
+}
+
 /// What a flink file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlinkInfo {
+    /// What kind of segment the file names.
+    pub kind: SegmentKind,
     /// Name of the OS shared-memory object.
     pub segment_name: String,
-    /// Slots in the ring.
+    /// Slots in the ring (blackboard: entries).
     pub slot_count: u32,
-    /// Bytes per slot.
+    /// Bytes per slot (blackboard: the largest value).
     pub capacity: u32,
     /// Overflow policy as stored (1 KeepAll, 2 DropOldest).
     pub policy: u32,
@@ -71,6 +109,7 @@ impl FlinkInfo {
         LittleEndian::write_u32(&mut b[80..], self.max_readers);
         LittleEndian::write_u32(&mut b[84..], self.creator_pid);
         LittleEndian::write_u64(&mut b[88..], self.created_unix_ms);
+        LittleEndian::write_u32(&mut b[96..], self.kind.code());
         let crc = crc32fast::hash(&b[16..]);
         LittleEndian::write_u32(&mut b[12..], crc);
         Ok(b)
@@ -104,7 +143,10 @@ impl FlinkInfo {
             .ok()
             .filter(|n| valid_segment_name(n))
             .ok_or(ValidationError::BadField { field: "segment name", value: len as u64, expected: "/shmslot.<uid>.<16 hex digits>" })?;
+        let kind_code = LittleEndian::read_u32(&b[96..]);
+        let kind = SegmentKind::from_code(kind_code).ok_or(ValidationError::BadField { field: "flink kind", value: kind_code.into(), expected: "0 (ring) or 1 (blackboard)" })?;
         Ok(Self {
+            kind,
             segment_name: name.to_owned(),
             slot_count: LittleEndian::read_u32(&b[68..]),
             capacity: LittleEndian::read_u32(&b[72..]),

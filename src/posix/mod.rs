@@ -4,9 +4,9 @@
 
 pub(crate) mod flink;
 mod layout;
-mod lock;
+pub(crate) mod lock;
 mod membarrier;
-mod shm;
+pub(crate) mod shm;
 pub(crate) mod status;
 mod validate;
 
@@ -24,7 +24,7 @@ use crate::error::{OpenError, SlotError, ValidationError};
 use crate::protocol::{entry_kind, entry_next, Control, Geometry, Parker, ReaderEntry, RingView, SlotArray, ENTRY_ACTIVE, ENTRY_FREE, ENTRY_RECLAIMING};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
-pub use flink::{default_discovery_dir, FlinkInfo};
+pub use flink::{default_discovery_dir, FlinkInfo, SegmentKind};
 pub use status::{Reaped, SegmentStatus};
 pub use validate::SegmentInfo;
 
@@ -283,7 +283,7 @@ fn config(what: &'static str, value: u64, expected: &'static str) -> OpenError {
 /// Where a flink file lives: a bare name goes into the discovery directory
 /// (created if `create_dir`), a path is used as given. Either directory is
 /// checked: not a symlink, ours, not group/other writable.
-fn resolve(flink_path: &Path, dir: Option<&Path>, create_dir: bool) -> Result<PathBuf, OpenError> {
+pub(crate) fn resolve(flink_path: &Path, dir: Option<&Path>, create_dir: bool) -> Result<PathBuf, OpenError> {
     let bare = flink_path.components().count() == 1 && !flink_path.is_absolute();
     if bare && !flink_path.as_os_str().as_encoded_bytes().contains(&b'/') {
         let dir = flink::normalize_dir(&dir.map_or_else(default_discovery_dir, Path::to_owned))?;
@@ -301,7 +301,7 @@ fn resolve(flink_path: &Path, dir: Option<&Path>, create_dir: bool) -> Result<Pa
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -449,6 +449,7 @@ impl PosixSlotAllocator {
         h.init_state.store(INIT_READY, Ordering::Release);
 
         let flink_info = FlinkInfo {
+            kind: flink::SegmentKind::Ring,
             segment_name: segment_name.clone(),
             slot_count,
             capacity,
