@@ -252,7 +252,7 @@ fn main() {
     }
     // Every child exited (or was killed after 30 s): what it left, if any,
     // is reported and removed.
-    match shmslot::discovery::clean(&dir, false) {
+    match shmslot::discovery::clean(&dir, false, false) {
         Ok(left) if !left.is_empty() => eprintln!("warning: {} segment(s) left behind by killed children, removed", left.len()),
         Ok(_) => {}
         Err(e) => eprintln!("warning: cleaning {}: {e}", dir.display()),

@@ -68,7 +68,7 @@ impl PrivateDir {
 
 impl Drop for PrivateDir {
     fn drop(&mut self) {
-        let _ = shmslot::discovery::clean(&self.0, false);
+        let _ = shmslot::discovery::clean(&self.0, false, false);
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -181,6 +181,14 @@ pub enum OpenError {
         /// The pid the flink file records (display only).
         creator_pid: u32,
     },
+    /// A leaked segment is published under that flink path (left in place
+    /// by its creator): attach to it, or remove it with
+    /// `flink clean --leaked`.
+    #[error("{path}: a leaked segment is published there (attach to it, or remove it with `flink clean --leaked`)")]
+    Leaked {
+        /// The flink file.
+        path: PathBuf,
+    },
     /// A file or directory is refused for safety.
     #[error("{path}: refused: {reason}")]
     Unsafe {

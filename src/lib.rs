@@ -67,5 +67,5 @@ pub use transport::{Delivery, InputPort, Received, SendLoan, SendReport, Sender,
 #[cfg(not(loom))]
 pub mod discovery {
     pub use crate::posix::flink::{default_discovery_dir, read as read_flink, FlinkInfo, SegmentKind};
-    pub use crate::posix::status::{clean, inspect, reclaim, scan, CleanEntry, CleanOutcome, ParticipantStatus, Reaped, Reclaim, ScanEntry, SegmentState, SegmentStatus};
+    pub use crate::posix::status::{clean, inspect, reclaim, reclaim_leaked, scan, CleanEntry, CleanOutcome, ParticipantStatus, Reaped, Reclaim, ScanEntry, SegmentState, SegmentStatus};
 }

@@ -575,14 +575,14 @@ fn stale_segment_after_creator_kill_is_reclaimed() {
     let seg = stale_segment(&flink);
     let st = discovery::inspect(&flink).unwrap();
     assert_eq!((st.state, st.creator_alive), (SegmentState::Stale, false));
-    let dry = discovery::clean(dir.path(), true).unwrap();
+    let dry = discovery::clean(dir.path(), true, false).unwrap();
     assert!(matches!(dry[0].outcome, Ok(CleanOutcome::Removed { object_existed: true, .. })), "{dry:?}");
     assert!(flink.exists() && seg.exists(), "a dry run removed something");
-    let wet = discovery::clean(dir.path(), false).unwrap();
+    let wet = discovery::clean(dir.path(), false, false).unwrap();
     assert!(matches!(wet[0].outcome, Ok(CleanOutcome::Removed { object_existed: true, .. })), "{wet:?}");
     assert!(!flink.exists());
     assert_unlinked(&seg);
-    assert!(discovery::clean(dir.path(), false).unwrap().is_empty());
+    assert!(discovery::clean(dir.path(), false, false).unwrap().is_empty());
 
     // `create` over a stale segment reclaims it instead of failing.
     let seg = stale_segment(&flink);
@@ -646,7 +646,7 @@ fn liveness_is_judged_by_lock_not_pid() {
     let st = discovery::inspect(&flink).unwrap();
     assert_eq!((st.state, st.creator_alive), (SegmentState::Live, true));
     assert!(matches!(discovery::reclaim(&flink).unwrap(), Reclaim::Live { .. }));
-    assert!(matches!(discovery::clean(dir.path(), false).unwrap()[0].outcome, Ok(CleanOutcome::Live)));
+    assert!(matches!(discovery::clean(dir.path(), false, false).unwrap()[0].outcome, Ok(CleanOutcome::Live)));
     assert!(flink.exists() && seg.exists());
     p.kill();
     assert!(matches!(discovery::reclaim(&flink).unwrap(), Reclaim::Removed { .. }));
@@ -671,7 +671,7 @@ fn racing_cleaners_remove_a_stale_segment_exactly_once() {
                 let (go, dir) = (go.clone(), dir.path().to_owned());
                 std::thread::spawn(move || {
                     go.wait();
-                    let out = discovery::clean(&dir, false).unwrap();
+                    let out = discovery::clean(&dir, false, false).unwrap();
                     out.iter().filter(|e| matches!(e.outcome, Ok(CleanOutcome::Removed { .. }))).count()
                 })
             })
@@ -701,7 +701,7 @@ fn racing_cleaners_remove_a_stale_segment_exactly_once() {
                 let info = discovery::read_flink(&flink).expect("the new live segment's flink file was removed");
                 assert_eq!(PathBuf::from(format!("/dev/shm{}", info.segment_name)), ring.segment_path());
                 assert!(ring.segment_path().exists(), "the new live segment's object was removed");
-                assert!(matches!(discovery::clean(dir.path(), false).unwrap()[0].outcome, Ok(CleanOutcome::Live)));
+                assert!(matches!(discovery::clean(dir.path(), false, false).unwrap()[0].outcome, Ok(CleanOutcome::Live)));
                 drop(ring);
             }
         }

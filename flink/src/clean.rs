@@ -1,7 +1,8 @@
 //! `flink clean`: removes the stale segments (creator dead, nobody attached,
 //! as the kernel locks say) and orphan flink files of a discovery directory,
 //! through the library's `clean`. Never a live segment; never a file that is
-//! not a flink file of ours (reported as an error and left alone).
+//! not a flink file of ours (reported as an error and left alone); a leaked
+//! segment (left in place on purpose) only with `--leaked`.
 
 use std::path::PathBuf;
 
@@ -20,6 +21,10 @@ pub struct CleanArgs {
     /// Report what would be removed; remove nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Also remove leaked segments (left in place by their creators) that
+    /// nobody is attached to.
+    #[arg(long)]
+    leaked: bool,
     /// Print one JSON object per file, then a summary object, one per line.
     #[arg(long)]
     json: bool,
@@ -30,7 +35,8 @@ pub struct CleanArgs {
 struct CleanLine {
     name: String,
     flink_path: PathBuf,
-    /// `removed`, `would_remove` (dry run), `live` (kept), `gone` (removed
+    /// `removed`, `would_remove` (dry run), `live` (kept), `leaked` (kept:
+    /// left in place on purpose, see `--leaked`), `gone` (removed
     /// or replaced by someone else meanwhile) or `error` (left alone).
     outcome: &'static str,
     /// The object the flink file named (removed or would-remove).
@@ -52,6 +58,7 @@ impl CleanLine {
                 line.object_existed = Some(*object_existed);
             }
             Ok(CleanOutcome::Live) => line.outcome = "live",
+            Ok(CleanOutcome::Leaked) => line.outcome = "leaked",
             Ok(CleanOutcome::Gone) => line.outcome = "gone",
             Err(err) => line.error = Some(describe(err, &e.path)),
         }
@@ -66,6 +73,7 @@ impl CleanLine {
                 _ => "flink file".into(),
             },
             "live" => "kept (in use)".into(),
+            "leaked" => "kept (leaked on purpose; --leaked removes it)".into(),
             "gone" => "removed or replaced by someone else meanwhile".into(),
             _ => format!("left alone: {}", self.error.as_deref().unwrap_or("unknown error")),
         };
@@ -82,6 +90,7 @@ struct Summary {
     /// Removed (dry run: would be removed).
     removed: usize,
     live: usize,
+    leaked: usize,
     gone: usize,
     errors: usize,
 }
@@ -95,7 +104,7 @@ struct SummaryLine<'a> {
 /// Runs `flink clean`.
 pub fn run(args: &CleanArgs) -> Result<(), CliError> {
     let dir = DiscoveryDir::new(args.dir.as_deref());
-    let entries = clean(&dir.path, args.dry_run).map_err(|e| dir.error(&e))?;
+    let entries = clean(&dir.path, args.dry_run, args.leaked).map_err(|e| dir.error(&e))?;
     let lines: Vec<CleanLine> = entries.iter().map(|e| CleanLine::new(e, args.dry_run)).collect();
     let count = |o: &[&str]| lines.iter().filter(|l| o.contains(&l.outcome)).count();
     let summary = Summary {
@@ -103,6 +112,7 @@ pub fn run(args: &CleanArgs) -> Result<(), CliError> {
         dry_run: args.dry_run,
         removed: count(&["removed", "would_remove"]),
         live: count(&["live"]),
+        leaked: count(&["leaked"]),
         gone: count(&["gone"]),
         errors: count(&["error"]),
     };
@@ -115,9 +125,10 @@ pub fn run(args: &CleanArgs) -> Result<(), CliError> {
     print!("{}", table(&lines.iter().map(CleanLine::row).collect::<Vec<_>>()));
     let removed = if args.dry_run { format!("{} would be removed", summary.removed) } else { format!("{} removed", summary.removed) };
     println!(
-        "{}: {removed}, {} live (kept), {} gone, {} {} (left alone){}",
+        "{}: {removed}, {} live (kept), {} leaked (kept), {} gone, {} {} (left alone){}",
         dir.path.display(),
         summary.live,
+        summary.leaked,
         summary.gone,
         summary.errors,
         if summary.errors == 1 { "error" } else { "errors" },

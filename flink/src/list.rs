@@ -43,8 +43,12 @@ struct ListEntry {
     /// The flink file's name.
     name: String,
     flink_path: PathBuf,
-    /// `live`, `stale`, `orphan` or `error`.
+    /// `live`, `stale`, `leaked` (nobody attached, kept on purpose),
+    /// `orphan` or `error`.
     state: &'static str,
+    /// Whether the flink file marks the segment leaked (left in place by
+    /// its creator; `flink clean --leaked` removes it).
+    leaked: Option<bool>,
     /// Why the entry could not be read (state `error`).
     error: Option<String>,
     segment_path: Option<PathBuf>,
@@ -80,6 +84,7 @@ impl ListEntry {
             name: file_name(path),
             flink_path: path.to_owned(),
             state,
+            leaked: flink.map(|f| f.leaked),
             error,
             segment_path: flink.map(|f| PathBuf::from(format!("/dev/shm{}", f.segment_name))),
             geometry: flink.map(|f| Geometry { slot_count: f.slot_count, capacity: f.capacity, stride: None, max_readers: f.max_readers, max_writers: None }),
@@ -129,6 +134,7 @@ impl ListEntry {
                     name: file_name(&e.path),
                     flink_path: e.path.clone(),
                     state: st.state.as_str(),
+                    leaked: Some(st.leaked),
                     error: None,
                     segment_path: Some(st.segment_path.clone()),
                     geometry: Some(Geometry {
@@ -163,7 +169,8 @@ impl ListEntry {
     /// The table row; an `error` row is name, state and the reason.
     fn row(&self) -> Vec<String> {
         let dash = || "-".to_string();
-        let mut row = vec![self.name.clone(), self.state.to_string()];
+        let state = if self.leaked == Some(true) && self.state == "live" { "live, leaked".to_string() } else { self.state.to_string() };
+        let mut row = vec![self.name.clone(), state];
         if let Some(err) = &self.error {
             row.push(err.clone());
             return row;

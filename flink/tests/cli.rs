@@ -418,9 +418,43 @@ fn stale_segment_is_listed_and_cleaned() {
     // Nothing left to do.
     let again = flink_ok(&dir, &["clean"]);
     assert!(!again.contains("stale-ring"), "{again}");
-    assert!(again.contains("0 removed, 1 live"), "{again}");
+    assert!(again.contains("0 removed, 1 live (kept), 0 leaked"), "{again}");
     drop(live);
     assert!(!live_seg.exists());
+}
+
+#[test]
+fn leaked_segment_is_listed_and_cleaned_only_with_leaked() {
+    let dir = TestDir::new("leaked");
+    let mut ring = PosixSlotAllocator::builder(4, 64).discovery_dir(dir.path()).create("kept").expect("create ring");
+    publish(&ring, 2);
+    let seg = ring.segment_path();
+    ring.leak().expect("leak");
+    // While its creator's handle lives it is live, and marked leaked.
+    let e = list_json(&dir);
+    assert_eq!((entry(&e, "kept")["state"].clone(), entry(&e, "kept")["leaked"].clone()), ("live".into(), true.into()), "{e:?}");
+    let table = flink_ok(&dir, &["list"]);
+    assert!(table.lines().any(|l| l.starts_with("kept") && l.contains("live, leaked")), "{table}");
+    drop(ring);
+    assert!(seg.exists(), "a leaked ring must outlive its handles");
+
+    let e = list_json(&dir);
+    let k = entry(&e, "kept");
+    assert_eq!((k["state"].clone(), k["leaked"].clone(), k["write_seq"].clone()), ("leaked".into(), true.into(), 2.into()), "{k}");
+    let table = flink_ok(&dir, &["list"]);
+    assert!(table.lines().any(|l| l.starts_with("kept") && l.contains("leaked")), "{table}");
+
+    // Plain clean keeps it and says why; --leaked (dry run first) removes it.
+    let out = flink_ok(&dir, &["clean"]);
+    assert!(out.lines().any(|l| l.starts_with("leaked") && l.contains("kept") && l.contains("--leaked")), "{out}");
+    assert!(out.contains("0 removed, 0 live (kept), 1 leaked (kept)"), "{out}");
+    assert!(seg.exists());
+    let dry = json_lines(&flink_ok(&dir, &["clean", "--leaked", "--dry-run", "--json"]));
+    assert_eq!(dry[0]["outcome"], "would_remove", "{dry:?}");
+    assert!(seg.exists());
+    let wet = json_lines(&flink_ok(&dir, &["clean", "--leaked", "--json"]));
+    assert_eq!(wet[0]["outcome"], "removed", "{wet:?}");
+    assert!(!seg.exists() && !dir.join("kept").exists(), "clean --leaked left something");
 }
 
 #[test]

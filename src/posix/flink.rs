@@ -9,8 +9,14 @@
 //!  68  slot_count u32         72  capacity u32      76  policy u32
 //!  80  max_readers u32        84  creator_pid u32   88  created_unix_ms u64
 //!  96  kind u32 (0 slot ring, 1 blackboard)
-//! 100  reserved (zero)
+//! 100  flags u32 (bit 0: leaked — left in place by its creator, see
+//!      `PosixSlotAllocator::leak`)
+//! 104  reserved (zero)
 //! ```
+//!
+//! A flink file is replaced (never rewritten) when what it says changes — a
+//! segment leaked or owned again, a ring moved to a larger generation — by
+//! renaming a new file over it while holding its removal claim.
 //!
 //! Published by writing a temp file (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600)
 //! and hard-linking it to its name (fails if anything — a file or a planted
@@ -85,7 +91,14 @@ pub struct FlinkInfo {
     pub creator_pid: u32,
     /// Creation time, ms since the epoch.
     pub created_unix_ms: u64,
+    /// Left in place by its creator ([`PosixSlotAllocator::leak`](crate::PosixSlotAllocator::leak)):
+    /// not stale when nobody is attached; only `flink clean --leaked`
+    /// removes it.
+    pub leaked: bool,
 }
+
+/// `flags` bit: the segment was leaked.
+const FLAG_LEAKED: u32 = 1;
 
 impl FlinkInfo {
     /// The 128 bytes of a flink file saying this (with its crc).
@@ -110,6 +123,7 @@ impl FlinkInfo {
         LittleEndian::write_u32(&mut b[84..], self.creator_pid);
         LittleEndian::write_u64(&mut b[88..], self.created_unix_ms);
         LittleEndian::write_u32(&mut b[96..], self.kind.code());
+        LittleEndian::write_u32(&mut b[100..], if self.leaked { FLAG_LEAKED } else { 0 });
         let crc = crc32fast::hash(&b[16..]);
         LittleEndian::write_u32(&mut b[12..], crc);
         Ok(b)
@@ -145,7 +159,12 @@ impl FlinkInfo {
             .ok_or(ValidationError::BadField { field: "segment name", value: len as u64, expected: "/shmslot.<uid>.<16 hex digits>" })?;
         let kind_code = LittleEndian::read_u32(&b[96..]);
         let kind = SegmentKind::from_code(kind_code).ok_or(ValidationError::BadField { field: "flink kind", value: kind_code.into(), expected: "0 (ring) or 1 (blackboard)" })?;
+        let flags = LittleEndian::read_u32(&b[100..]);
+        if flags & !FLAG_LEAKED != 0 {
+            return Err(ValidationError::BadField { field: "flink flags", value: flags.into(), expected: "only bit 0 (leaked)" });
+        }
         Ok(Self {
+            leaked: flags & FLAG_LEAKED != 0,
             kind,
             segment_name: name.to_owned(),
             slot_count: LittleEndian::read_u32(&b[68..]),
@@ -231,6 +250,20 @@ pub(crate) fn check_dir(dir: &Path) -> Result<(), OpenError> {
 
 /// Writes `info` to `path`, failing if anything exists there.
 pub(crate) fn publish(path: &Path, info: &FlinkInfo) -> Result<(), OpenError> {
+    with_temp(path, info, |tmp| {
+        fs::hard_link(tmp, path).map_err(|source| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                OpenError::Exists(path.to_owned())
+            } else {
+                OpenError::Io { op: "publish flink file", path: path.to_owned(), source }
+            }
+        })
+    })
+}
+
+/// Writes `info` to a fresh temp file next to `path` (`O_CREAT|O_EXCL|
+/// O_NOFOLLOW`, mode 0600), hands it to `put`, then removes the temp name.
+fn with_temp(path: &Path, info: &FlinkInfo, put: impl FnOnce(&Path) -> Result<(), OpenError>) -> Result<(), OpenError> {
     let bytes = info.encode().map_err(|error| OpenError::Invalid { path: path.to_owned(), error })?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".flink-tmp.{}.{:016x}", std::process::id(), super::shm::random_u64()));
@@ -241,17 +274,32 @@ pub(crate) fn publish(path: &Path, info: &FlinkInfo) -> Result<(), OpenError> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)
         .map_err(|source| OpenError::Io { op: "create flink temp file", path: tmp.clone(), source })?;
-    let res = f.write_all(&bytes).map_err(|source| OpenError::Io { op: "write flink file", path: tmp.clone(), source }).and_then(|()| {
-        fs::hard_link(&tmp, path).map_err(|source| {
-            if source.kind() == io::ErrorKind::AlreadyExists {
-                OpenError::Exists(path.to_owned())
-            } else {
-                OpenError::Io { op: "publish flink file", path: path.to_owned(), source }
-            }
-        })
-    });
+    let res = f.write_all(&bytes).map_err(|source| OpenError::Io { op: "write flink file", path: tmp.clone(), source }).and_then(|()| put(&tmp));
     let _ = fs::remove_file(&tmp);
     res
+}
+
+/// Replaces the flink file at `path`, which must name `segment_name`, by
+/// what `change` makes of it, holding its removal claim (so no remover
+/// removes it meanwhile and no second replacer interleaves). Returns what
+/// the new file says.
+///
+/// # Errors
+/// [`OpenError::Io`] (`NotFound`) when `path` no longer names that segment
+/// (removed, or replaced by another segment); `WouldBlock` when another
+/// remover holds it; other errors of reading or writing the file.
+pub(crate) fn replace(path: &Path, segment_name: &str, change: impl FnOnce(&mut FlinkInfo)) -> Result<FlinkInfo, OpenError> {
+    let gone = |kind: io::ErrorKind| OpenError::Io { op: "replace flink file", path: path.to_owned(), source: kind.into() };
+    let claim = match claim(path)? {
+        Ok(c) if c.info.segment_name == segment_name => c,
+        Ok(_) | Err(Unclaimed::Gone) => return Err(gone(io::ErrorKind::NotFound)),
+        Err(Unclaimed::Busy) => return Err(gone(io::ErrorKind::WouldBlock)),
+    };
+    let mut info = claim.info.clone();
+    change(&mut info);
+    with_temp(path, &info, |tmp| fs::rename(tmp, path).map_err(|source| OpenError::Io { op: "replace flink file", path: path.to_owned(), source }))?;
+    drop(claim);
+    Ok(info)
 }
 
 /// Reads and checks the flink file at `path`: no symlink, a regular file of
@@ -366,14 +414,5 @@ impl FlinkClaim {
     /// Removes the claimed file, if the path still names it.
     pub fn remove(self) -> bool {
         same_file(&self.path, &self.file) && fs::remove_file(&self.path).is_ok()
-    }
-}
-
-/// Removes `path` only if it still names `segment_name`.
-pub(crate) fn remove_if_names(path: &Path, segment_name: &str) {
-    if let Ok(Ok(c)) = claim(path) {
-        if c.info.segment_name == segment_name {
-            c.remove();
-        }
     }
 }

@@ -305,6 +305,36 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What a handle does last when it leaves a segment (ring or blackboard),
+/// with every entry it held already freed: unless the flink file marks the
+/// segment leaked, the owner removes it (flink file and object), and any
+/// other handle removes it if it is the last one out.
+///
+/// "Last one out" is decided by the kernel locks: the handle lets go of
+/// every byte first, then tries to hold them all. Of handles leaving at the
+/// same time each lets go before it tries, so the last to let go finds
+/// nobody (and two trying at once cannot both fail: the first lock taken
+/// wins). Holding them all means every other participant is gone, the
+/// creator included; holding them while removing means nobody attaches
+/// meanwhile.
+pub(crate) fn leave_segment(flink_path: &Path, segment_name: &str, locks: &File, owner: bool) {
+    let last = || lock::set(locks, lock::Kind::Unlock, 0, lock::LOCK_SPAN).is_ok() && lock::set(locks, lock::Kind::Write, 0, lock::LOCK_SPAN).unwrap_or(false);
+    if !owner && !last() {
+        return;
+    }
+    match flink::claim(flink_path) {
+        // Leaked: it outlives its participants until someone `own`s it or
+        // `flink clean --leaked` removes it.
+        Ok(Ok(c)) if c.info.segment_name == segment_name && c.info.leaked => return,
+        Ok(Ok(c)) if c.info.segment_name == segment_name => {
+            c.remove();
+        }
+        // Not published (any more) under that path: only the object is ours.
+        _ => {}
+    }
+    let _ = shm::unlink(segment_name);
+}
+
 impl PosixSlotAllocator {
     /// A builder for a ring of `slot_count` slots (rounded up to a power of
     /// two) of `slot_capacity` bytes each.
@@ -358,6 +388,7 @@ impl PosixSlotAllocator {
             match status::reclaim(&flink_path) {
                 Ok(status::Reclaim::Removed { .. } | status::Reclaim::Gone) => {}
                 Ok(status::Reclaim::Live { creator_pid }) => return Err(OpenError::InUse { path: flink_path, creator_pid }),
+                Ok(status::Reclaim::Leaked) => return Err(OpenError::Leaked { path: flink_path }),
                 Ok(status::Reclaim::Busy) => {
                     return Err(OpenError::Io { op: "reclaim (another process is removing the segment there)", path: flink_path, source: std::io::ErrorKind::WouldBlock.into() })
                 }
@@ -457,6 +488,7 @@ impl PosixSlotAllocator {
             max_readers: b.max_readers,
             creator_pid: info.creator_pid,
             created_unix_ms: info.created_unix_ms,
+            leaked: false,
         };
         let mut this = this;
         if let Err(e) = flink::publish(&flink_path, &flink_info) {
@@ -751,7 +783,7 @@ impl PosixSlotAllocator {
     /// live or stale, as `flink inspect` shows it.
     pub fn status(&self) -> SegmentStatus {
         // SAFETY: the mapping holds `info.total_size` validated bytes.
-        unsafe { status::read_status(self.map.as_ptr(), &self.info, &self.file, &self.flink_path, &self.segment_name) }
+        unsafe { status::read_status(self.map.as_ptr(), &self.info, &self.file, &self.flink_path, &self.segment_name, self.is_leaked()) }
     }
 
     /// True at most once per `CHECK_INTERVAL_MS` per handle and side (so a
@@ -846,6 +878,45 @@ impl PosixSlotAllocator {
         }
     }
 
+    /// Leaves the segment in place when this handle drops, whoever drops
+    /// last: the ring outlives its creator (and every other participant)
+    /// and can be attached again later, by any process of this user. The
+    /// flink file says so (`flink list` shows it `leaked`); neither a new
+    /// `create` of the same path nor `flink clean` removes it, only
+    /// `flink clean --leaked` or a handle that [`own`](Self::own)s it.
+    ///
+    /// The mark is the segment's, not the handle's: whichever handle sets
+    /// it (the creator's or an attacher's), no handle's drop removes the
+    /// segment while it is set, the owner's included.
+    ///
+    /// # Errors
+    /// [`OpenError`] when the flink file cannot be rewritten (it no longer
+    /// names this segment, or a system error); nothing changed then.
+    pub fn leak(&mut self) -> Result<(), OpenError> {
+        flink::replace(&self.flink_path, &self.segment_name, |f| f.leaked = true)?;
+        Ok(())
+    }
+
+    /// Takes over the duty to remove the segment: dropping this handle
+    /// removes it (flink file and object), as the creator's would, and it is
+    /// no longer leaked. For a process that attached to a leaked ring and
+    /// is the one to end it.
+    ///
+    /// # Errors
+    /// As [`leak`](Self::leak).
+    pub fn own(&mut self) -> Result<(), OpenError> {
+        flink::replace(&self.flink_path, &self.segment_name, |f| f.leaked = false)?;
+        self.owner = true;
+        self.shared = false;
+        Ok(())
+    }
+
+    /// Whether the flink file marks the segment leaked (see
+    /// [`leak`](Self::leak)); read from the file now.
+    pub fn is_leaked(&self) -> bool {
+        flink::read(&self.flink_path).is_ok_and(|f| f.segment_name == self.segment_name && f.leaked)
+    }
+
     /// Sets this handle's spin budget for blocking calls.
     pub fn set_spin_budget(&mut self, spin: Duration) {
         self.spin = spin;
@@ -888,20 +959,7 @@ impl Drop for PosixSlotAllocator {
             mine &= mine - 1;
             let _ = ring.unregister(r);
         }
-        if self.owner {
-            flink::remove_if_names(&self.flink_path, &self.segment_name);
-            let _ = shm::unlink(&self.segment_name);
-        } else if lock::set(&self.locks, lock::Kind::Unlock, 0, lock::LOCK_SPAN).is_ok() && lock::set(&self.locks, lock::Kind::Write, 0, lock::LOCK_SPAN).unwrap_or(false) {
-            // We let go of every byte first, then try to hold them all: of
-            // handles leaving at the same time, each lets go before it
-            // tries, so the last to let go finds nobody (and two trying at
-            // once cannot both fail: the first lock taken wins). Holding
-            // them all means every other participant is gone, the creator
-            // included: we are the last. Remove it (holding the write lock,
-            // so nobody attaches meanwhile).
-            flink::remove_if_names(&self.flink_path, &self.segment_name);
-            let _ = shm::unlink(&self.segment_name);
-        }
+        leave_segment(&self.flink_path, &self.segment_name, &self.locks, self.owner);
         // Closing `locks` drops every lock this handle held.
     }
 }

@@ -47,6 +47,10 @@ pub enum SegmentState {
     /// Creator dead and nobody attached: `flink clean` and a new `create`
     /// of the same flink path remove it.
     Stale,
+    /// Nobody attached, but left in place on purpose (see
+    /// [`PosixSlotAllocator::leak`](crate::PosixSlotAllocator::leak)): kept
+    /// until someone attaches and owns it, or `flink clean --leaked`.
+    Leaked,
     /// The flink file names an object that does not exist any more.
     Orphan,
 }
@@ -57,6 +61,7 @@ impl SegmentState {
         match self {
             Self::Live => "live",
             Self::Stale => "stale",
+            Self::Leaked => "leaked",
             Self::Orphan => "orphan",
         }
     }
@@ -101,6 +106,8 @@ pub struct SegmentStatus {
     pub creator_alive: bool,
     /// Whether any handle (other than the inspector) is attached.
     pub attached: bool,
+    /// Whether the flink file marks it leaked (kept when nobody is attached).
+    pub leaked: bool,
     /// Next sequence a writer will reserve.
     pub write_seq: u64,
     /// Reader entries in use.
@@ -142,7 +149,7 @@ impl SegmentStatus {
 /// # Safety
 /// `base` must be a mapping of at least `info.total_size` bytes laid out by
 /// `info`, valid for the call.
-pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &File, flink_path: &Path, segment_name: &str) -> SegmentStatus {
+pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &File, flink_path: &Path, segment_name: &str, leaked: bool) -> SegmentStatus {
     let lay = Layout::compute(info.slot_count, info.capacity, info.max_readers, info.max_writers).expect("validated geometry");
     // SAFETY: all offsets lie within the validated geometry (caller), the
     // mapping is page aligned, and the structs are atomics only (any bit
@@ -193,10 +200,15 @@ pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &Fi
     SegmentStatus {
         flink_path: flink_path.to_owned(),
         segment_path: PathBuf::from(format!("/dev/shm{segment_name}")),
-        state: if anyone { SegmentState::Live } else { SegmentState::Stale },
+        state: match (anyone, leaked) {
+            (true, _) => SegmentState::Live,
+            (false, true) => SegmentState::Leaked,
+            (false, false) => SegmentState::Stale,
+        },
         info: Some(*info),
         creator_alive,
         attached: lock::held(probe, lock::ATTACHED, 1),
+        leaked,
         write_seq: ctrl.write_seq.0.load(Ordering::Relaxed),
         readers,
         writers,
@@ -225,6 +237,7 @@ pub fn inspect(flink_path: &Path) -> Result<SegmentStatus, OpenError> {
                 info: None,
                 creator_alive: false,
                 attached: false,
+                leaked: fl.leaked,
                 write_seq: 0,
                 readers: Vec::new(),
                 writers: Vec::new(),
@@ -252,7 +265,7 @@ pub fn inspect(flink_path: &Path) -> Result<SegmentStatus, OpenError> {
     // the calls below.
     let info = unsafe { validate(map.as_ptr(), size) }.map_err(invalid)?;
     // SAFETY: `validate` checked the geometry fits in `size` bytes.
-    Ok(unsafe { read_status(map.as_ptr(), &info, &file, flink_path, &fl.segment_name) })
+    Ok(unsafe { read_status(map.as_ptr(), &info, &file, flink_path, &fl.segment_name, fl.leaked) })
 }
 
 /// One file of a discovery directory.
@@ -294,6 +307,9 @@ pub enum Reclaim {
         /// The pid the flink file records (display only).
         creator_pid: u32,
     },
+    /// Nobody is attached, but the segment was leaked on purpose: nothing
+    /// was touched (see [`reclaim_leaked`]).
+    Leaked,
     /// The flink file disappeared or was replaced meanwhile (another remover
     /// got there first); nothing was touched.
     Gone,
@@ -317,12 +333,20 @@ pub enum Reclaim {
 /// [`OpenError`] for a file that is not a flink file of ours (left alone),
 /// or a system error.
 pub fn reclaim(flink_path: &Path) -> Result<Reclaim, OpenError> {
-    reclaim_impl(flink_path, false)
+    reclaim_impl(flink_path, false, false)
+}
+
+/// [`reclaim`], and a leaked segment nobody is attached to is removed too.
+///
+/// # Errors
+/// As [`reclaim`].
+pub fn reclaim_leaked(flink_path: &Path) -> Result<Reclaim, OpenError> {
+    reclaim_impl(flink_path, false, true)
 }
 
 /// [`reclaim`]; with `dry_run`, takes the same locks and decides the same
-/// way, but removes nothing.
-fn reclaim_impl(flink_path: &Path, dry_run: bool) -> Result<Reclaim, OpenError> {
+/// way, but removes nothing; with `leaked`, leaked segments count as stale.
+fn reclaim_impl(flink_path: &Path, dry_run: bool, leaked: bool) -> Result<Reclaim, OpenError> {
     let claim = match flink::claim(flink_path)? {
         Ok(c) => c,
         Err(flink::Unclaimed::Gone) => return Ok(Reclaim::Gone),
@@ -348,6 +372,9 @@ fn reclaim_impl(flink_path: &Path, dry_run: bool) -> Result<Reclaim, OpenError> 
         }
     }
     // Held: the flink claim, and (if it exists) every participant byte.
+    if claim.info.leaked && !leaked && object.is_some() {
+        return Ok(Reclaim::Leaked);
+    }
     if dry_run {
         return Ok(Reclaim::Removed { segment_name: name, object_existed: object.is_some() });
     }
@@ -381,32 +408,37 @@ pub enum CleanOutcome {
     },
     /// Live: left alone.
     Live,
+    /// Leaked and not asked to include leaked segments: left alone.
+    Leaked,
     /// Removed or replaced by someone else meanwhile.
     Gone,
 }
 
 /// Removes every stale segment (and orphan flink file) of a discovery
 /// directory; never a live one, never a file that is not a flink file of
-/// ours (those are reported as errors and left alone). With `dry_run`,
-/// reports what it would remove and removes nothing.
+/// ours (those are reported as errors and left alone), and a leaked one only
+/// with `include_leaked`. With `dry_run`, reports what it would remove and
+/// removes nothing.
 ///
 /// # Errors
 /// [`OpenError`] when the directory is missing, unsafe or unreadable.
-pub fn clean(dir: &Path, dry_run: bool) -> Result<Vec<CleanEntry>, OpenError> {
+pub fn clean(dir: &Path, dry_run: bool, include_leaked: bool) -> Result<Vec<CleanEntry>, OpenError> {
     let entries = scan(dir)?;
     Ok(entries
         .into_iter()
         .map(|e| {
             let outcome = match e.status {
                 Ok(st) if st.state == SegmentState::Live => Ok(CleanOutcome::Live),
+                Ok(st) if st.state == SegmentState::Leaked && !include_leaked => Ok(CleanOutcome::Leaked),
                 // The flink file itself is refused or invalid: not ours to touch.
                 Err(err) if error_path(&err) == Some(e.path.as_path()) => Err(err),
                 // Stale or orphan, or a valid flink file whose object fails
                 // validation: liveness is decided by the locks, not by the
                 // object's contents.
-                _ => reclaim_impl(&e.path, dry_run).map(|r| match r {
+                _ => reclaim_impl(&e.path, dry_run, include_leaked).map(|r| match r {
                     Reclaim::Removed { segment_name, object_existed } => CleanOutcome::Removed { segment_name, object_existed },
                     Reclaim::Live { .. } => CleanOutcome::Live,
+                    Reclaim::Leaked => CleanOutcome::Leaked,
                     // Another remover is at it: for this cleaner it is gone.
                     Reclaim::Gone | Reclaim::Busy => CleanOutcome::Gone,
                 }),
@@ -420,7 +452,7 @@ pub fn clean(dir: &Path, dry_run: bool) -> Result<Vec<CleanEntry>, OpenError> {
 fn error_path(e: &OpenError) -> Option<&Path> {
     match e {
         OpenError::Io { path, .. } | OpenError::Invalid { path, .. } | OpenError::Unsafe { path, .. } | OpenError::InUse { path, .. } => Some(path),
-        OpenError::Exists(path) => Some(path),
+        OpenError::Exists(path) | OpenError::Leaked { path } => Some(path),
         _ => None,
     }
 }

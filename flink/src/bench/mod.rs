@@ -235,7 +235,7 @@ impl Drop for Workspace {
         // removed by the peer, or by the parent's last attachment if the
         // peer was killed. Whatever is still there now is stale (its creator
         // gone): remove its shm object, then the directory.
-        let _ = ::shmslot::discovery::clean(&self.dir, false);
+        let _ = ::shmslot::discovery::clean(&self.dir, false, true);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
