@@ -150,15 +150,14 @@ pub trait SlotBackend: Send + Sync {
     /// [`SlotError::SampleTooLarge`] (the loan stays open; discard it or
     /// commit a smaller sample), [`SlotError::NotLoaned`] for a stale handle.
     fn commit_slot(&self, handle: SlotHandle, bytes: &[u8]) -> Result<u64, SlotError> {
-        if bytes.len() > self.slot_capacity() {
-            return Err(SlotError::SampleTooLarge { sample: bytes.len(), slot_capacity: self.slot_capacity() });
-        }
         let (ptr, cap) = self.slot_data_ptr(handle)?;
-        debug_assert!(bytes.len() <= cap);
+        if bytes.len() > cap {
+            return Err(SlotError::SampleTooLarge { sample: bytes.len(), slot_capacity: cap });
+        }
         // SAFETY: `slot_data_ptr` returned a writable region of `cap` bytes
         // that this loan owns exclusively until commit or discard, and
-        // `bytes.len() <= slot_capacity() == cap`. A `&[u8]` cannot overlap a
-        // loaned slot (nobody else may reference it).
+        // `bytes.len() <= cap`. A `&[u8]` cannot overlap a loaned slot
+        // (nobody else may reference it).
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len()) };
         self.commit_in_place(handle, bytes.len())
     }
@@ -296,6 +295,20 @@ pub trait SlotBackend: Send + Sync {
         DEFAULT_SPIN
     }
 
+    /// Makes sure the next loan can hold `len` bytes: a backend that can
+    /// grow (a POSIX ring created with a growth strategy) moves to larger
+    /// slots; the default only checks.
+    ///
+    /// # Errors
+    /// [`SlotError::SampleTooLarge`] when `len` exceeds the slot capacity
+    /// and the backend cannot grow.
+    fn ensure_capacity(&self, len: usize) -> Result<(), SlotError> {
+        if len > self.slot_capacity() {
+            return Err(SlotError::SampleTooLarge { sample: len, slot_capacity: self.slot_capacity() });
+        }
+        Ok(())
+    }
+
     /// Changes after every commit, discard and reader disconnection.
     fn notify_generation(&self) -> u64;
 
@@ -416,6 +429,7 @@ macro_rules! forward_backend {
             fn overflow_policy(&self) -> OverflowPolicy { (**self).overflow_policy() }
             fn type_hash(&self) -> Option<[u8; 16]> { (**self).type_hash() }
             fn spin_budget(&self) -> Duration { (**self).spin_budget() }
+            fn ensure_capacity(&self, len: usize) -> Result<(), SlotError> { (**self).ensure_capacity(len) }
             fn notify_generation(&self) -> u64 { (**self).notify_generation() }
             fn wait_for_change(&self, last: u64, t: Duration) { (**self).wait_for_change(last, t) }
             fn wait_for_space(&self, t: Duration, f: &mut dyn FnMut() -> bool) { (**self).wait_for_space(t, f) }

@@ -66,6 +66,31 @@ pub enum SlotError {
         /// Configured maximum number of writers.
         max: u32,
     },
+    /// Internal: the generation moved (handles follow on their own; never
+    /// returned by a public call).
+    #[doc(hidden)]
+    #[error("the ring moved to its next generation")]
+    Moved,
+    /// A growing ring already has its most generations, and a sample still
+    /// does not fit.
+    #[error("sample of {sample} bytes does not fit in a slot of {slot_capacity} bytes, and the ring already grew to its last generation ({max})")]
+    GenerationsExhausted {
+        /// Sample size in bytes.
+        sample: usize,
+        /// Slot capacity of the last generation.
+        slot_capacity: usize,
+        /// Most generations of a ring.
+        max: u32,
+    },
+    /// Moving to the next generation of a growing ring failed (its segment
+    /// could not be made or opened, or it does not continue this one).
+    #[error("growing ring: {what}: {detail}")]
+    Generation {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        detail: String,
+    },
     /// Nothing is left to read and no writer is alive: the creator and every
     /// process that wrote to the ring have exited (or died). What was
     /// committed before has been delivered.

@@ -77,6 +77,12 @@ pub(crate) const ENTRY_FREE: u32 = 0;
 pub(crate) const ENTRY_ACTIVE: u32 = 1;
 /// Being freed by a reaper (its owner died).
 pub(crate) const ENTRY_RECLAIMING: u32 = 2;
+/// A reader of the previous generation of a growing ring, copied into this
+/// one when it was made (registered, so samples are addressed to it) and
+/// not yet arrived: it holds no lock here. Its owner turns it `ACTIVE`
+/// ([`RingView::adopt`]) when it follows; reapers judge its liveness by the
+/// previous generation (see `PosixSlotAllocator::upstream_alive`).
+pub(crate) const ENTRY_ADOPTING: u32 = 3;
 const ENTRY_KIND: u32 = 3;
 
 /// The kind (`ENTRY_FREE`, `ENTRY_ACTIVE`, `ENTRY_RECLAIMING`) of a state.
@@ -640,6 +646,40 @@ impl<P: Parker> RingView<'_, P> {
         Ok(())
     }
 
+    /// Makes `readers` (bits of registered readers of the previous
+    /// generation, with their pids) `ADOPTING` entries of this fresh ring:
+    /// registered from its first sequence on. Only for a ring nobody else
+    /// can see yet (after `init`).
+    pub fn seed_adopting(&self, readers: u64, pid_of: &dyn Fn(u8) -> u32) {
+        let start = self.ctrl.write_seq.0.load(Ordering::Relaxed);
+        let mut bits = readers & (u64::MAX >> (64 - self.geo.max_readers.clamp(1, 64)));
+        while bits != 0 {
+            let r = bits.trailing_zeros() as u8;
+            bits &= bits - 1;
+            let e = &self.readers[usize::from(r)];
+            e.state.store(ENTRY_ADOPTING, Ordering::Relaxed);
+            e.pid.store(pid_of(r), Ordering::Relaxed);
+            e.cursor.store(start, Ordering::Relaxed);
+            e.pinned.store(0, Ordering::Relaxed);
+            e.received.store(0, Ordering::Relaxed);
+            e.lost.store(0, Ordering::Relaxed);
+            self.ctrl.registered.0.fetch_or(1 << r, Ordering::Relaxed);
+        }
+    }
+
+    /// Turns `ADOPTING` entry `r` into this process's `ACTIVE` one (its
+    /// lock taken by the caller first, as in `register_with`). False if the
+    /// entry is not `ADOPTING` (a reaper judged it dead meanwhile).
+    pub fn adopt(&self, r: u8, pid: u32) -> bool {
+        let Some(e) = self.readers.get(usize::from(r)).filter(|_| u32::from(r) < self.geo.max_readers) else { return false };
+        let st = e.state.load(Ordering::SeqCst);
+        if entry_kind(st) != ENTRY_ADOPTING || e.state.compare_exchange(st, (st & !ENTRY_KIND) | ENTRY_ACTIVE, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        e.pid.store(pid, Ordering::Relaxed);
+        true
+    }
+
     /// Frees reader entry `r` whose owner died, if its state still is the
     /// `observed` one: `ACTIVE` (read before its lock was found free), or
     /// `RECLAIMING` left by a reaper that died (the caller holds the entry's
@@ -649,7 +689,7 @@ impl<P: Parker> RingView<'_, P> {
     pub fn reap_reader(&self, r: u8, observed: u32) -> bool {
         let Some(e) = self.readers.get(usize::from(r)).filter(|_| u32::from(r) < self.geo.max_readers) else { return false };
         let reclaiming = (observed & !ENTRY_KIND) | ENTRY_RECLAIMING;
-        if !matches!(entry_kind(observed), ENTRY_ACTIVE | ENTRY_RECLAIMING) || e.state.compare_exchange(observed, reclaiming, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+        if !matches!(entry_kind(observed), ENTRY_ACTIVE | ENTRY_RECLAIMING | ENTRY_ADOPTING) || e.state.compare_exchange(observed, reclaiming, Ordering::SeqCst, Ordering::Relaxed).is_err() {
             return false;
         }
         let _ = self.disconnect(r);
@@ -710,6 +750,24 @@ impl<P: Parker> RingView<'_, P> {
             self.notify_space();
         }
         (skipped, deferred)
+    }
+
+    /// Growing rings: whether reader `r` has read everything of this
+    /// generation below `end` (its `moved_at`) and nothing more can come.
+    pub fn drained_to(&self, r: u8, end: u64) -> bool {
+        let Ok(e) = self.reader(r) else { return false };
+        let c = e.cursor.load(Ordering::Acquire);
+        if dist(c, end) < 0 {
+            return false;
+        }
+        // Past `end` only skipped and discarded sequences follow, but a
+        // `DropOldest` writer may have claimed `end` itself just before the
+        // move was announced (its claim is the stamp's CAS, unordered with
+        // the mover's read of `write_seq`): wait while the sequence at the
+        // cursor is loaned or committed.
+        let (_, slot) = self.slot_of(c);
+        let st = slot.stamp.load(Ordering::Acquire);
+        !(seq_diff(st, c) == 0 && stamp_state(st) != SKIPPED)
     }
 
     /// The sequence reader `r` waits at, when it waits on a loan or a claim

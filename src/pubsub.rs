@@ -38,6 +38,19 @@ impl<'a, B: SlotBackend + ?Sized> Loan<'a, B> {
         Ok(Self { backend, handle, ptr, cap, done: false })
     }
 
+    /// Loans a slot with room for `len` bytes: a ring created with a
+    /// growth strategy moves to larger slots first if needed (see
+    /// [`GrowthStrategy`](crate::GrowthStrategy)); any other backend
+    /// checks that `len` fits.
+    ///
+    /// # Errors
+    /// [`SlotError::SampleTooLarge`] when it does not fit and the ring
+    /// cannot grow; as [`new`](Self::new) otherwise.
+    pub fn sized(backend: &'a B, len: usize) -> Result<Self, SlotError> {
+        backend.ensure_capacity(len)?;
+        Self::new(backend)
+    }
+
     /// Waits up to `timeout` for a slot.
     ///
     /// # Errors

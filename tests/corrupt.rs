@@ -24,7 +24,7 @@ use shmslot::{
 // ───────────────────────────── layout (src/posix/layout.rs) ─────────────────────────────
 
 /// The segment layout version these offsets describe.
-const LAYOUT_VERSION: u32 = 2;
+const LAYOUT_VERSION: u32 = 3;
 const OFF_MAGIC: u64 = 0;
 const OFF_VERSION: u64 = 8;
 const OFF_INIT: u64 = 12;
@@ -87,10 +87,11 @@ fn stamp(seq: u64, state: u64, pins: u64) -> u64 {
 }
 const COMMITTED: u64 = 1;
 
-/// The geometry crc: crc32 over the 52 bytes `geometry_bytes` builds.
+/// The geometry crc: crc32 over the 68 bytes `geometry_bytes` builds (the
+/// last 16, generation, growth and predecessor, are 0 for these rings).
 #[allow(clippy::too_many_arguments)]
 fn geometry_crc(slot_count: u32, capacity: u32, stride: u32, max_readers: u32, max_writers: u32, policy: u32, hash: [u32; 4], total: u64) -> u32 {
-    let mut b = Vec::with_capacity(52);
+    let mut b = Vec::with_capacity(68);
     for v in [LAYOUT_VERSION, slot_count, capacity, stride, max_readers, max_writers, policy] {
         b.extend_from_slice(&u32::to_le_bytes(v));
     }
@@ -98,7 +99,8 @@ fn geometry_crc(slot_count: u32, capacity: u32, stride: u32, max_readers: u32, m
         b.extend_from_slice(&v.to_le_bytes());
     }
     b.extend_from_slice(&total.to_le_bytes());
-    assert_eq!(b.len(), 52);
+    b.extend_from_slice(&[0; 16]);
+    assert_eq!(b.len(), 68);
     crc32fast::hash(&b)
 }
 

@@ -7,6 +7,8 @@
 //!               │  slot_count · capacity · stride · max_readers│
 //!               │  max_writers · policy · type_hash[16]        │
 //!               │  geometry_crc · creator_pid · total_size     │
+//!               │  generation · growth · predecessor (crc'd)   │
+//!               │  chain flags · moved_at · successor (mutable)│
 //!  128          ├──────────────────────────────────────────────┤
 //!               │ Control: write_seq      (own cache line)     │  writers: CAS
 //!               │          registered     (own cache line)     │  reader bits
@@ -33,8 +35,9 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// "SHMSLOT1", little-endian.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMSLOT1");
 /// Bumped on every incompatible layout change. 2: liveness locks, writer
-/// index in `LOANED` stamps, entry epochs, `WriterEntry::claiming`.
-pub(crate) const LAYOUT_VERSION: u32 = 2;
+/// index in `LOANED` stamps, entry epochs, `WriterEntry::claiming`. 3:
+/// growing rings (generation, growth, chain words; `ADOPTING` readers).
+pub(crate) const LAYOUT_VERSION: u32 = 3;
 /// `init_state` while the creator is still writing the segment.
 pub(crate) const INIT_CREATING: u32 = 0;
 /// `init_state` once the segment is ready ("RDY!").
@@ -66,7 +69,30 @@ pub(crate) struct SegmentHeader {
     pub creator_pid: AtomicU32,
     pub total_size: AtomicU64,
     pub created_unix_ms: AtomicU64,
+    /// Position in its ring's chain of generations (0: the first).
+    pub generation: AtomicU32,
+    /// `GrowthStrategy` code (0 static, 1 power of two, 2 best fit).
+    pub growth: AtomicU32,
+    /// `CHAIN_*` flags: the ring is moving / has moved to a successor.
+    pub chain: AtomicU32,
+    pub _reserved: AtomicU32,
+    /// Once `CHAIN_MOVED`: the first sequence that is not delivered here
+    /// (readers past it follow to the successor).
+    pub moved_at: AtomicU64,
+    /// Once `CHAIN_MOVED`: the successor's object id (its name's random part).
+    pub successor: AtomicU64,
+    /// The predecessor's object id (0 for generation 0).
+    pub predecessor: AtomicU64,
+    pub _reserved2: AtomicU64,
 }
+
+/// `chain` flag: a writer is moving the ring to a larger generation; claims
+/// made from now on are discarded by their writers.
+pub(crate) const CHAIN_MOVING: u32 = 1;
+/// `chain` flag: `moved_at` and `successor` are published (Release).
+pub(crate) const CHAIN_MOVED: u32 = 2;
+/// Most generations of one ring (see `GrowthStrategy`).
+pub(crate) const MAX_GENERATIONS: u32 = 32;
 
 /// One writer's entry (claimed on a handle's first reservation, with the
 /// liveness lock of its index held from before the claim until after it is
@@ -103,6 +129,9 @@ const _: () = {
     assert!(offset_of!(SegmentHeader, type_hash) == 40);
     assert!(offset_of!(SegmentHeader, geometry_crc) == 56);
     assert!(offset_of!(SegmentHeader, total_size) == 64);
+    assert!(offset_of!(SegmentHeader, generation) == 80);
+    assert!(offset_of!(SegmentHeader, moved_at) == 96);
+    assert!(offset_of!(SegmentHeader, predecessor) == 112);
     assert!(size_of::<Control>() == 256);
     assert!(offset_of!(Control, write_seq) == 0);
     assert!(offset_of!(Control, registered) == 64);
@@ -160,13 +189,16 @@ pub(crate) struct RawGeometry {
     pub policy: u32,
     pub type_hash: [u32; 4],
     pub total_size: u64,
+    pub generation: u32,
+    pub growth: u32,
+    pub predecessor: u64,
 }
 
 impl RawGeometry {
     /// crc32 of the layout version and every geometry field, little-endian.
     pub fn crc(&self) -> u32 {
         use byteorder::{ByteOrder, LittleEndian};
-        let mut b = [0u8; 52];
+        let mut b = [0u8; 68];
         LittleEndian::write_u32(&mut b[0..], LAYOUT_VERSION);
         LittleEndian::write_u32(&mut b[4..], self.slot_count);
         LittleEndian::write_u32(&mut b[8..], self.capacity);
@@ -176,6 +208,9 @@ impl RawGeometry {
         LittleEndian::write_u32(&mut b[24..], self.policy);
         LittleEndian::write_u32_into(&self.type_hash, &mut b[28..44]);
         LittleEndian::write_u64(&mut b[44..], self.total_size);
+        LittleEndian::write_u32(&mut b[52..], self.generation);
+        LittleEndian::write_u32(&mut b[56..], self.growth);
+        LittleEndian::write_u64(&mut b[60..], self.predecessor);
         crc32fast::hash(&b)
     }
 }

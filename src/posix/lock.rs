@@ -7,6 +7,8 @@
 //! ```text
 //!  byte 0          creator        write lock, held for the creator's life
 //!  byte 1          attached       read lock, held by every attached handle
+//!  byte 2          grow           write lock, held while a writer moves a
+//!                                 growing ring to its next generation
 //!  bytes 64..128   reader r       write lock, held while entry r is ACTIVE
 //!  bytes 128..192  writer w       write lock, held while entry w is ACTIVE
 //! ```
@@ -29,6 +31,8 @@ use std::os::fd::AsRawFd;
 pub(crate) const CREATOR: u64 = 0;
 /// Every attached handle holds a read lock here.
 pub(crate) const ATTACHED: u64 = 1;
+/// Held by the writer moving a growing ring (see `grow`).
+pub(crate) const GROW: u64 = 2;
 /// Reader entry `r` is byte `READER_BASE + r`.
 pub(crate) const READER_BASE: u64 = 64;
 /// Writer entry `w` is byte `WRITER_BASE + w`.

@@ -3,6 +3,7 @@
 //! and any may read; the lock-free protocol lives in [`crate::protocol`].
 
 pub(crate) mod flink;
+mod grow;
 mod layout;
 pub(crate) mod lock;
 mod membarrier;
@@ -25,6 +26,7 @@ use crate::protocol::{entry_kind, entry_next, Control, Geometry, Parker, ReaderE
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 pub use flink::{default_discovery_dir, FlinkInfo, SegmentKind};
+pub use grow::GrowthStrategy;
 pub use status::{Reaped, SegmentStatus};
 pub use validate::SegmentInfo;
 
@@ -111,9 +113,21 @@ pub struct PosixSlotAllocatorBuilder {
     start_seq: u64,
     start_generation: u32,
     remove_on_drop: bool,
+    growth: GrowthStrategy,
 }
 
 impl PosixSlotAllocatorBuilder {
+    /// How the ring grows when a writer needs a sample larger than its
+    /// slots (default [`GrowthStrategy::Static`]: it does not, and such a
+    /// sample is an error). A growing ring moves to a new, larger segment
+    /// generation; readers finish the old one in order and follow, and the
+    /// old one is removed when its last reader has moved. Every handle
+    /// follows on its own. See [`PosixSlotAllocator::reserve_for`].
+    #[must_use]
+    pub fn growth(mut self, growth: GrowthStrategy) -> Self {
+        self.growth = growth;
+        self
+    }
     /// Overflow policy (default `KeepAll`).
     #[must_use]
     pub fn overflow_policy(mut self, policy: OverflowPolicy) -> Self {
@@ -267,6 +281,22 @@ pub struct PosixSlotAllocator {
     /// The process that opened this handle: a copy in a `fork`ed child only
     /// unmaps on drop (its locks and entries are the parent's).
     pid: u32,
+    /// This generation's object id (the random part of its name).
+    id: u64,
+    /// A growing ring's next generation, once this one moved and this
+    /// handle followed (see `grow`); a full handle of its own.
+    next: std::sync::OnceLock<Box<PosixSlotAllocator>>,
+    /// How many generations below the handle the caller holds this one is
+    /// (0 for that handle itself).
+    depth: u32,
+    /// The handle the caller holds: which generation its writer and each of
+    /// its readers is in.
+    depths: grow::Depths,
+    /// Serialises mapping the next generation.
+    grow_lock: parking_lot::Mutex<()>,
+    /// This handle holds the creator's lock of this generation (the
+    /// creator's, and the generations it followed into).
+    holds_creator: bool,
 }
 
 // SAFETY: the pointers point into `map` or the floor cell, which live as
@@ -306,6 +336,7 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// What a handle does last when it leaves a segment (ring or blackboard),
+/// (`segment_names`: its object, or every generation of a growing ring),
 /// with every entry it held already freed: unless the flink file marks the
 /// segment leaked, the owner removes it (flink file and object), and any
 /// other handle removes it if it is the last one out.
@@ -317,7 +348,7 @@ pub(crate) fn now_ms() -> u64 {
 /// wins). Holding them all means every other participant is gone, the
 /// creator included; holding them while removing means nobody attaches
 /// meanwhile.
-pub(crate) fn leave_segment(flink_path: &Path, segment_name: &str, locks: &File, owner: bool) {
+pub(crate) fn leave_segment(flink_path: &Path, segment_names: &[String], locks: &File, owner: bool) {
     let last = || lock::set(locks, lock::Kind::Unlock, 0, lock::LOCK_SPAN).is_ok() && lock::set(locks, lock::Kind::Write, 0, lock::LOCK_SPAN).unwrap_or(false);
     if !owner && !last() {
         return;
@@ -325,14 +356,33 @@ pub(crate) fn leave_segment(flink_path: &Path, segment_name: &str, locks: &File,
     match flink::claim(flink_path) {
         // Leaked: it outlives its participants until someone `own`s it or
         // `flink clean --leaked` removes it.
-        Ok(Ok(c)) if c.info.segment_name == segment_name && c.info.leaked => return,
-        Ok(Ok(c)) if c.info.segment_name == segment_name => {
+        Ok(Ok(c)) if segment_names.contains(&c.info.segment_name) && c.info.leaked => return,
+        Ok(Ok(c)) if segment_names.contains(&c.info.segment_name) => {
             c.remove();
         }
-        // Not published (any more) under that path: only the object is ours.
+        // Not published (any more) under that path: only the objects are ours.
         _ => {}
     }
-    let _ = shm::unlink(segment_name);
+    for name in segment_names {
+        let _ = shm::unlink(name);
+    }
+}
+
+/// Everything a new segment is made of.
+pub(crate) struct NewSegment {
+    pub slot_count: u32,
+    pub capacity: u32,
+    pub stride: u32,
+    pub total: u64,
+    pub max_readers: u32,
+    pub max_writers: u32,
+    pub policy: OverflowPolicy,
+    pub type_hash: [u8; 16],
+    pub generation: u32,
+    pub growth: GrowthStrategy,
+    pub predecessor: u64,
+    pub start_seq: u64,
+    pub start_generation: u32,
 }
 
 impl PosixSlotAllocator {
@@ -351,6 +401,7 @@ impl PosixSlotAllocator {
             start_seq: 0,
             start_generation: 0,
             remove_on_drop: true,
+            growth: GrowthStrategy::Static,
         }
     }
 
@@ -399,85 +450,37 @@ impl PosixSlotAllocator {
             }
         }
 
+        let geometry = NewSegment {
+            slot_count,
+            capacity,
+            stride: lay.stride as u32,
+            total: lay.total,
+            max_readers: b.max_readers,
+            max_writers: b.max_writers,
+            policy: b.policy,
+            type_hash: b.type_hash.unwrap_or([0; 16]),
+            generation: 0,
+            growth: b.growth,
+            predecessor: 0,
+            start_seq: b.start_seq,
+            start_generation: b.start_generation,
+        };
         let mut attempt = 0;
-        let (segment_name, file) = loop {
+        let this = loop {
             let name = flink::new_segment_name();
-            match shm::create(&name, lay.total) {
-                Ok(f) => break (name, f),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 4 => attempt += 1,
-                Err(source) => return Err(OpenError::Io { op: "create shared-memory object", path: PathBuf::from(format!("/dev/shm{name}")), source }),
+            match Self::create_object(&name, &geometry, flink_path.clone(), b.spin, true, &|_| {}) {
+                Ok(this) => break this,
+                Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists && attempt < 4 => attempt += 1,
+                Err(e) => return Err(e),
             }
         };
+        let segment_name = this.segment_name.clone();
+        let info = this.info;
+        let remove_on_drop = b.remove_on_drop;
         let cleanup = |e| {
             let _ = shm::unlink(&segment_name);
             e
         };
-        let shm_path = || PathBuf::from(format!("/dev/shm{segment_name}"));
-        let map = MmapOptions::new().len(lay.total as usize).map_raw(&file).map_err(|source| cleanup(OpenError::Io { op: "mmap", path: shm_path(), source }))?;
-        // The creator's lock, before anybody can know the name: from now
-        // until this process exits the segment is live.
-        let locks = shm::open(&segment_name).map_err(|source| cleanup(OpenError::Io { op: "open shared-memory object", path: shm_path(), source }))?;
-        for (kind, byte) in [(lock::Kind::Write, lock::CREATOR), (lock::Kind::Read, lock::ATTACHED)] {
-            match lock::set(&locks, kind, byte, 1) {
-                Ok(true) => {}
-                Ok(false) => return Err(cleanup(OpenError::Io { op: "lock", path: shm_path(), source: std::io::ErrorKind::WouldBlock.into() })),
-                Err(source) => return Err(cleanup(OpenError::Io { op: "lock", path: shm_path(), source })),
-            }
-        }
-
-        let hash = b.type_hash.unwrap_or([0; 16]);
-        let mut hash_words = [0u32; 4];
-        byteorder::LittleEndian::read_u32_into(&hash, &mut hash_words);
-        let info = SegmentInfo {
-            slot_count,
-            capacity,
-            stride: lay.stride as u32,
-            max_readers: b.max_readers,
-            max_writers: b.max_writers,
-            policy: b.policy,
-            type_hash: hash,
-            creator_pid: std::process::id(),
-            created_unix_ms: now_ms(),
-            total_size: lay.total,
-        };
-        // SAFETY: the mapping is `lay.total` bytes, page aligned, zero-filled
-        // by ftruncate, and nobody else can know its name yet.
-        let this = unsafe { Self::from_map(map, file, locks, info, flink_path.clone(), segment_name.clone(), true, b.spin) };
-        let remove_on_drop = b.remove_on_drop;
-        let h = this.header();
-        h.init_state.store(INIT_CREATING, Ordering::Relaxed);
-        h.magic.store(MAGIC, Ordering::Relaxed);
-        h.version.store(LAYOUT_VERSION, Ordering::Relaxed);
-        h.slot_count.store(slot_count, Ordering::Relaxed);
-        h.capacity.store(capacity, Ordering::Relaxed);
-        h.stride.store(lay.stride as u32, Ordering::Relaxed);
-        h.max_readers.store(b.max_readers, Ordering::Relaxed);
-        h.max_writers.store(b.max_writers, Ordering::Relaxed);
-        h.policy.store(b.policy as u32, Ordering::Relaxed);
-        for (w, v) in h.type_hash.iter().zip(hash_words) {
-            w.store(v, Ordering::Relaxed);
-        }
-        h.total_size.store(lay.total, Ordering::Relaxed);
-        h.creator_pid.store(info.creator_pid, Ordering::Relaxed);
-        h.created_unix_ms.store(info.created_unix_ms, Ordering::Relaxed);
-        let raw = layout::RawGeometry {
-            slot_count,
-            capacity,
-            stride: lay.stride as u32,
-            max_readers: b.max_readers,
-            max_writers: b.max_writers,
-            policy: b.policy as u32,
-            type_hash: hash_words,
-            total_size: lay.total,
-        };
-        h.geometry_crc.store(raw.crc(), Ordering::Relaxed);
-        this.ring().init(b.start_seq);
-        this.ring().ctrl.data.generation.store(b.start_generation, Ordering::Relaxed);
-        this.reset_cursor_floor();
-        membarrier::register();
-        // SYNC POINT (init): published last; pairs with the Acquire load in
-        // `validate`.
-        h.init_state.store(INIT_READY, Ordering::Release);
 
         let flink_info = FlinkInfo {
             kind: flink::SegmentKind::Ring,
@@ -507,6 +510,97 @@ impl PosixSlotAllocator {
         Ok(this)
     }
 
+    /// Creates, maps and initialises object `name` (`O_EXCL`: an existing
+    /// name is `AlreadyExists`); `extra` runs on it just before it is
+    /// published ready. With `creator`, the handle holds the creator's lock.
+    /// No flink file is written.
+    fn create_object(name: &str, g: &NewSegment, flink_path: PathBuf, spin: Duration, creator: bool, extra: &dyn Fn(&Self)) -> Result<Self, OpenError> {
+        let shm_path = || PathBuf::from(format!("/dev/shm{name}"));
+        let file = shm::create(name, g.total).map_err(|source| OpenError::Io { op: "create shared-memory object", path: shm_path(), source })?;
+        let cleanup = |e| {
+            let _ = shm::unlink(name);
+            e
+        };
+        let map = MmapOptions::new().len(g.total as usize).map_raw(&file).map_err(|source| cleanup(OpenError::Io { op: "mmap", path: shm_path(), source }))?;
+        // The creator's lock, before anybody can know the name: from now
+        // until this process exits the segment is live.
+        let locks = shm::open(name).map_err(|source| cleanup(OpenError::Io { op: "open shared-memory object", path: shm_path(), source }))?;
+        let mut wanted = vec![(lock::Kind::Read, lock::ATTACHED)];
+        if creator {
+            wanted.push((lock::Kind::Write, lock::CREATOR));
+        }
+        for (kind, byte) in wanted {
+            match lock::set(&locks, kind, byte, 1) {
+                Ok(true) => {}
+                Ok(false) => return Err(cleanup(OpenError::Io { op: "lock", path: shm_path(), source: std::io::ErrorKind::WouldBlock.into() })),
+                Err(source) => return Err(cleanup(OpenError::Io { op: "lock", path: shm_path(), source })),
+            }
+        }
+        let mut hash_words = [0u32; 4];
+        byteorder::LittleEndian::read_u32_into(&g.type_hash, &mut hash_words);
+        let info = SegmentInfo {
+            slot_count: g.slot_count,
+            capacity: g.capacity,
+            stride: g.stride,
+            max_readers: g.max_readers,
+            max_writers: g.max_writers,
+            policy: g.policy,
+            type_hash: g.type_hash,
+            creator_pid: std::process::id(),
+            created_unix_ms: now_ms(),
+            total_size: g.total,
+            generation: g.generation,
+            growth: g.growth,
+            predecessor: g.predecessor,
+        };
+        // SAFETY: the mapping is `g.total` bytes, page aligned, zero-filled
+        // by ftruncate, and nobody else can know its name yet.
+        let mut this = unsafe { Self::from_map(map, file, locks, info, flink_path, name.to_owned(), creator, spin) };
+        this.holds_creator = creator;
+        let h = this.header();
+        h.init_state.store(INIT_CREATING, Ordering::Relaxed);
+        h.magic.store(MAGIC, Ordering::Relaxed);
+        h.version.store(LAYOUT_VERSION, Ordering::Relaxed);
+        h.slot_count.store(g.slot_count, Ordering::Relaxed);
+        h.capacity.store(g.capacity, Ordering::Relaxed);
+        h.stride.store(g.stride, Ordering::Relaxed);
+        h.max_readers.store(g.max_readers, Ordering::Relaxed);
+        h.max_writers.store(g.max_writers, Ordering::Relaxed);
+        h.policy.store(g.policy as u32, Ordering::Relaxed);
+        for (w, v) in h.type_hash.iter().zip(hash_words) {
+            w.store(v, Ordering::Relaxed);
+        }
+        h.total_size.store(g.total, Ordering::Relaxed);
+        h.creator_pid.store(info.creator_pid, Ordering::Relaxed);
+        h.created_unix_ms.store(info.created_unix_ms, Ordering::Relaxed);
+        h.generation.store(g.generation, Ordering::Relaxed);
+        h.growth.store(g.growth.code(), Ordering::Relaxed);
+        h.predecessor.store(g.predecessor, Ordering::Relaxed);
+        let raw = layout::RawGeometry {
+            slot_count: g.slot_count,
+            capacity: g.capacity,
+            stride: g.stride,
+            max_readers: g.max_readers,
+            max_writers: g.max_writers,
+            policy: g.policy as u32,
+            type_hash: hash_words,
+            total_size: g.total,
+            generation: g.generation,
+            growth: g.growth.code(),
+            predecessor: g.predecessor,
+        };
+        h.geometry_crc.store(raw.crc(), Ordering::Relaxed);
+        this.ring().init(g.start_seq);
+        this.ring().ctrl.data.generation.store(g.start_generation, Ordering::Relaxed);
+        extra(&this);
+        this.reset_cursor_floor();
+        membarrier::register();
+        // SYNC POINT (init): published last; pairs with the Acquire load in
+        // `validate`.
+        this.header().init_state.store(INIT_READY, Ordering::Release);
+        Ok(this)
+    }
+
     /// Attaches to the ring named by the flink file (a bare name is looked up
     /// in the default discovery directory).
     ///
@@ -525,9 +619,27 @@ impl PosixSlotAllocator {
     /// As [`attach`](Self::attach).
     pub fn attach_in(flink_path: impl AsRef<Path>, dir: Option<impl AsRef<Path>>) -> Result<Self, OpenError> {
         let flink_path = resolve(flink_path.as_ref(), dir.as_ref().map(AsRef::as_ref), false)?;
-        let fl = flink::read(&flink_path)?;
-        let shm_path = PathBuf::from(format!("/dev/shm{}", fl.segment_name));
-        let file = shm::open(&fl.segment_name).map_err(|source| OpenError::Io { op: "open shared-memory object", path: shm_path.clone(), source })?;
+        // A growing ring's flink file is replaced when the ring moves, and
+        // the generation it named may be gone by the time we open it: read
+        // it again then.
+        let mut tries = 0;
+        loop {
+            let fl = flink::read(&flink_path)?;
+            if fl.kind != flink::SegmentKind::Ring {
+                return Err(OpenError::Invalid { path: flink_path, error: ValidationError::BadField { field: "flink kind", value: fl.kind.code().into(), expected: "0 (a slot ring)" } });
+            }
+            match Self::attach_segment(&fl.segment_name, flink_path.clone(), DEFAULT_SPIN) {
+                Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && tries < 3 && flink::read(&flink_path).is_ok_and(|f| f.segment_name != fl.segment_name) => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Attaches to object `name` (found through `flink_path`, or through
+    /// the previous generation of a growing ring).
+    pub(crate) fn attach_segment(name: &str, flink_path: PathBuf, spin: Duration) -> Result<Self, OpenError> {
+        let shm_path = PathBuf::from(format!("/dev/shm{name}"));
+        let file = shm::open(name).map_err(|source| OpenError::Io { op: "open shared-memory object", path: shm_path.clone(), source })?;
         let md = file.metadata().map_err(|source| OpenError::Io { op: "fstat", path: shm_path.clone(), source })?;
         if md.uid() != shm::euid() {
             return Err(OpenError::Unsafe { path: shm_path, reason: "the shared-memory object is owned by another user" });
@@ -551,7 +663,7 @@ impl PosixSlotAllocator {
         // participant byte while it removes the segment: then this fails, or
         // (if it finished first) the object has no name any more.
         let gone = || OpenError::Io { op: "attach (the segment is being removed)", path: shm_path.clone(), source: std::io::ErrorKind::NotFound.into() };
-        let locks = shm::open(&fl.segment_name).map_err(|source| OpenError::Io { op: "open shared-memory object", path: shm_path.clone(), source })?;
+        let locks = shm::open(name).map_err(|source| OpenError::Io { op: "open shared-memory object", path: shm_path.clone(), source })?;
         match lock::set(&locks, lock::Kind::Read, lock::ATTACHED, 1) {
             Ok(true) => {}
             Ok(false) => return Err(gone()),
@@ -561,7 +673,7 @@ impl PosixSlotAllocator {
             return Err(gone());
         }
         // SAFETY: `validate` checked the geometry fits in `size` bytes.
-        let this = unsafe { Self::from_map(map, file, locks, info, flink_path, fl.segment_name, false, DEFAULT_SPIN) };
+        let this = unsafe { Self::from_map(map, file, locks, info, flink_path, name.to_owned(), false, spin) };
         this.reset_cursor_floor();
         membarrier::register();
         Ok(this)
@@ -580,6 +692,7 @@ impl PosixSlotAllocator {
         let slots = at(lay.slots_offset);
         let geo = Geometry { slot_count: info.slot_count, capacity: info.capacity, max_readers: info.max_readers, policy: info.policy };
         let cursor_floor = FloorCell::new();
+        let segment_name_for_id = segment_name.clone();
         // SAFETY: the Control block, `max_readers` reader entries and
         // `slot_count` slots of `stride` bytes (64-byte aligned) lie inside
         // the mapping (validated geometry, caller's contract); atomics only.
@@ -619,6 +732,12 @@ impl PosixSlotAllocator {
             idle_polls: AtomicU32::new(0),
             _cursor_floor: cursor_floor,
             pid: std::process::id(),
+            id: grow::segment_id_of(&segment_name_for_id),
+            next: std::sync::OnceLock::new(),
+            depth: 0,
+            depths: grow::Depths::new(),
+            grow_lock: parking_lot::Mutex::new(()),
+            holds_creator: false,
         }
     }
 
@@ -717,6 +836,15 @@ impl PosixSlotAllocator {
         let in_use = |st: u32| matches!(entry_kind(st), ENTRY_ACTIVE | ENTRY_RECLAIMING);
         for (r, e) in ring.readers.iter().enumerate() {
             let byte = lock::READER_BASE + r as u64;
+            let st = e.state.load(Ordering::SeqCst);
+            if entry_kind(st) == crate::protocol::ENTRY_ADOPTING {
+                // Not arrived yet: alive while it holds its entry in the
+                // previous generation (see `grow`).
+                if !self.upstream_alive(r as u8, st) && ring.reap_reader(r as u8, st) {
+                    out.readers += 1;
+                }
+                continue;
+            }
             if !in_use(e.state.load(Ordering::SeqCst)) || lock::alive(&self.file, byte) || !self.take_byte(byte) {
                 continue;
             }
@@ -842,9 +970,23 @@ impl PosixSlotAllocator {
         &self.flink_path
     }
 
-    /// The OS object: `/dev/shm/shmslot.<uid>.<random>`.
+    /// The OS object: `/dev/shm/shmslot.<uid>.<random>` (of a growing ring,
+    /// the generation this handle writes in).
     pub fn segment_path(&self) -> PathBuf {
-        PathBuf::from(format!("/dev/shm{}", self.segment_name))
+        PathBuf::from(format!("/dev/shm{}", self.writer_gen().segment_name))
+    }
+
+    /// The objects of every generation this handle has mapped, oldest
+    /// first (one for a ring that never grew). Old ones may be removed
+    /// already: a generation goes when its last reader has moved on.
+    pub fn generation_paths(&self) -> Vec<PathBuf> {
+        let mut out = vec![PathBuf::from(format!("/dev/shm{}", self.segment_name))];
+        let mut n = self.next.get();
+        while let Some(g) = n {
+            out.push(PathBuf::from(format!("/dev/shm{}", g.segment_name)));
+            n = g.next.get();
+        }
+        out
     }
 
     /// The validated geometry.
@@ -959,18 +1101,42 @@ impl Drop for PosixSlotAllocator {
             mine &= mine - 1;
             let _ = ring.unregister(r);
         }
-        leave_segment(&self.flink_path, &self.segment_name, &self.locks, self.owner);
+        if self.owner && self.depth == 0 {
+            // The owner removes the whole ring: every generation.
+            leave_segment(&self.flink_path, &self.chain_names(), &self.locks, true);
+        } else if self.chain_flags() & layout::CHAIN_MOVED != 0 {
+            // An old generation of a growing ring: it goes when its last
+            // reader has moved on, whoever is attached.
+            self.release_if_unread();
+        } else {
+            leave_segment(&self.flink_path, std::slice::from_ref(&self.segment_name), &self.locks, self.owner);
+        }
         // Closing `locks` drops every lock this handle held.
     }
 }
 
-impl SlotBackend for PosixSlotAllocator {
-    fn reserve_slot(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
+/// The ring operations on this generation alone (the `SlotBackend` impl
+/// picks the generation and follows moves).
+impl PosixSlotAllocator {
+    #[inline]
+    fn reserve_slot_local(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
+        let growing = self.info.growth != GrowthStrategy::Static;
+        if growing && self.chain_flags() != 0 {
+            return Err(SlotError::Moved);
+        }
         let w = self.writer_index()?;
         let claiming = &self.writers()[usize::from(w)].claiming;
         let ring = self.ring();
         match ring.reserve(active_readers_mask, w, Some(claiming)) {
+            // SYNC POINT (move): claim, then look for a move (SeqCst both);
+            // a claim the mover's read of `write_seq` did not see is
+            // discarded here (see `grow`).
+            Ok((slot_index, seq)) if growing && self.header().chain.load(Ordering::SeqCst) & layout::CHAIN_MOVING != 0 => {
+                let _ = ring.discard(slot_index, seq);
+                Err(SlotError::Moved)
+            }
             Ok((slot_index, seq)) => Ok(SlotHandle { slot_index, seq }),
+            Err(SlotError::NoFreeSlot) if growing && self.chain_flags() != 0 => Err(SlotError::Moved),
             // Full: perhaps because of a dead reader (or a dead writer's
             // loan a lap ago). Look, now and then.
             Err(SlotError::NoFreeSlot) if Self::check_due(&self.next_write_check_ms) && self.reap_dead().any() => {
@@ -981,16 +1147,18 @@ impl SlotBackend for PosixSlotAllocator {
         }
     }
 
-    fn discard_slot(&self, handle: SlotHandle) -> Result<(), SlotError> {
+    fn discard_slot_local(&self, handle: SlotHandle) -> Result<(), SlotError> {
         self.ring().discard(handle.slot_index, handle.seq)
     }
 
-    fn slot_data_ptr(&self, handle: SlotHandle) -> Result<(*mut u8, usize), SlotError> {
+    #[inline]
+    fn slot_data_ptr_local(&self, handle: SlotHandle) -> Result<(*mut u8, usize), SlotError> {
         self.ring().check_loan(handle.slot_index, handle.seq)?;
         Ok((self.payload(handle.slot_index), self.info.capacity as usize))
     }
 
-    fn commit_in_place(&self, handle: SlotHandle, len: usize) -> Result<u64, SlotError> {
+    #[inline]
+    fn commit_in_place_local(&self, handle: SlotHandle, len: usize) -> Result<u64, SlotError> {
         let seq = self.ring().commit(handle.slot_index, handle.seq, len)?;
         let w = self.writer.load(Ordering::Relaxed);
         if let Some(e) = self.writers().get(w as usize) {
@@ -1000,37 +1168,41 @@ impl SlotBackend for PosixSlotAllocator {
         Ok(seq)
     }
 
-    fn slot_read_ptr(&self, handle: SlotHandle) -> Result<(*const u8, usize), SlotError> {
+    #[inline]
+    fn slot_read_ptr_local(&self, handle: SlotHandle) -> Result<(*const u8, usize), SlotError> {
         let len = self.ring().held_len(handle.slot_index, handle.seq)?;
         Ok((self.payload(handle.slot_index).cast_const(), len as usize))
     }
 
-    fn reserve_loan(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
+    #[inline]
+    fn reserve_loan_local(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
         // The slot was stamped LOANED for us just now: no re-check needed.
-        let h = self.reserve_slot(active_readers_mask)?;
+        let h = self.reserve_slot_local(active_readers_mask)?;
         Ok((h, self.payload(h.slot_index), self.info.capacity as usize))
     }
 
-    fn next_unread_read(&self, reader_index: u8) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
+    #[inline]
+    fn next_unread_read_local(&self, reader_index: u8) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
         // `next_unread` bounded the length by the capacity (as `held_len`).
         if let Some(h) = self.ring().next_unread(reader_index)? {
             return Ok(Some((SlotHandle { slot_index: h.index, seq: h.seq }, self.payload(h.index).cast_const(), h.len as usize)));
         }
         match self.empty_poll(reader_index)? {
-            Some(h) => self.slot_read_ptr(h).map(|(ptr, len)| Some((h, ptr, len))),
+            Some(h) => self.slot_read_ptr_local(h).map(|(ptr, len)| Some((h, ptr, len))),
             None => Ok(None),
         }
     }
 
-    fn next_unread_slot(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
+    #[inline]
+    fn next_unread_slot_local(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
         if let Some(h) = self.ring().next_unread(reader_index)? {
             return Ok(Some(SlotHandle { slot_index: h.index, seq: h.seq }));
         }
         self.empty_poll(reader_index)
     }
 
-    fn read_slot(&self, handle: SlotHandle) -> Result<(SlotHeader, Vec<u8>), SlotError> {
-        let (ptr, len) = self.slot_read_ptr(handle)?;
+    fn read_slot_local(&self, handle: SlotHandle) -> Result<(SlotHeader, Vec<u8>), SlotError> {
+        let (ptr, len) = self.slot_read_ptr_local(handle)?;
         // SAFETY: `slot_read_ptr` bounded `len` by the capacity; the caller
         // holds the slot, so it is not reused while we copy.
         let bytes = unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec();
@@ -1038,11 +1210,12 @@ impl SlotBackend for PosixSlotAllocator {
         Ok((SlotHeader { sequence_number: handle.seq, sample_size: len as u32, pending_readers: pending }, bytes))
     }
 
-    fn mark_read(&self, handle: SlotHandle, reader_index: u8) -> Result<(), SlotError> {
+    #[inline]
+    fn mark_read_local(&self, handle: SlotHandle, reader_index: u8) -> Result<(), SlotError> {
         self.ring().release(reader_index, handle.slot_index, handle.seq)
     }
 
-    fn mark_reader_disconnected(&self, reader_index: u8) -> Result<(), SlotError> {
+    fn mark_reader_disconnected_local(&self, reader_index: u8) -> Result<(), SlotError> {
         let ring = self.ring();
         ring.disconnect(reader_index)?;
         ring.ctrl.data.generation.fetch_add(1, Ordering::SeqCst);
@@ -1050,7 +1223,7 @@ impl SlotBackend for PosixSlotAllocator {
         Ok(())
     }
 
-    fn register_reader(&self) -> Result<u8, SlotError> {
+    fn register_reader_local(&self) -> Result<u8, SlotError> {
         let ring = self.ring();
         let _g = self.lock_table.lock();
         let mine = self.my_readers.load(Ordering::Relaxed);
@@ -1075,7 +1248,7 @@ impl SlotBackend for PosixSlotAllocator {
         Ok(r)
     }
 
-    fn unregister_reader(&self, reader_index: u8) -> Result<(), SlotError> {
+    pub(crate) fn unregister_local(&self, reader_index: u8) -> Result<(), SlotError> {
         let _g = self.lock_table.lock();
         self.ring().unregister(reader_index)?;
         let bit = 1u64.checked_shl(u32::from(reader_index)).unwrap_or(0);
@@ -1084,19 +1257,187 @@ impl SlotBackend for PosixSlotAllocator {
         }
         Ok(())
     }
+}
+
+impl SlotBackend for PosixSlotAllocator {
+    #[inline]
+    fn reserve_slot(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
+        for _ in 0..=layout::MAX_GENERATIONS {
+            let d = self.depths.writer.load(Ordering::Relaxed);
+            match self.at_depth(d)?.reserve_slot_local(active_readers_mask) {
+                Ok(h) => return Ok(grow::join(d, h)),
+                Err(SlotError::Moved) => self.follow_writer(d)?,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(SlotError::NoFreeSlot)
+    }
+
+    fn discard_slot(&self, handle: SlotHandle) -> Result<(), SlotError> {
+        let (g, h) = self.gen_of(handle)?;
+        g.discard_slot_local(h).map_err(|e| grow::outer_err(e, handle))
+    }
+
+    /// Copies `bytes` into the loan and commits it. A sample larger than
+    /// the loan's slot grows a ring created with a [`GrowthStrategy`]: the
+    /// loan is discarded and the sample goes into a fresh loan of the next
+    /// generation (addressed to every reader; on a full ring that loan
+    /// fails with `NoFreeSlot` and the sample is not sent).
+    fn commit_slot(&self, handle: SlotHandle, bytes: &[u8]) -> Result<u64, SlotError> {
+        let (g, h) = self.gen_of(handle)?;
+        let (mut ptr, cap) = g.slot_data_ptr_local(h).map_err(|e| grow::outer_err(e, handle))?;
+        let mut target = handle;
+        if bytes.len() > cap {
+            if g.info.growth == GrowthStrategy::Static {
+                return Err(SlotError::SampleTooLarge { sample: bytes.len(), slot_capacity: cap });
+            }
+            g.discard_slot_local(h)?;
+            self.grow_for(bytes.len())?;
+            let (nh, nptr, ncap) = self.reserve_loan(crate::ALL_READERS)?;
+            if bytes.len() > ncap {
+                let _ = self.discard_slot(nh);
+                return Err(SlotError::SampleTooLarge { sample: bytes.len(), slot_capacity: ncap });
+            }
+            (target, ptr) = (nh, nptr);
+        }
+        // SAFETY: `ptr` is the writable payload of the loan `target`, which
+        // this call owns until it commits, with room for `bytes.len()`
+        // (checked above); a `&[u8]` cannot overlap a loaned slot.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len()) };
+        self.commit_in_place(target, bytes.len())
+    }
+
+    #[inline]
+    fn slot_data_ptr(&self, handle: SlotHandle) -> Result<(*mut u8, usize), SlotError> {
+        let (g, h) = self.gen_of(handle)?;
+        g.slot_data_ptr_local(h).map_err(|e| grow::outer_err(e, handle))
+    }
+
+    #[inline]
+    fn commit_in_place(&self, handle: SlotHandle, len: usize) -> Result<u64, SlotError> {
+        let (g, h) = self.gen_of(handle)?;
+        g.commit_in_place_local(h, len).map_err(|e| grow::outer_err(e, handle))
+    }
+
+    #[inline]
+    fn slot_read_ptr(&self, handle: SlotHandle) -> Result<(*const u8, usize), SlotError> {
+        let (g, h) = self.gen_of(handle)?;
+        g.slot_read_ptr_local(h).map_err(|e| grow::outer_err(e, handle))
+    }
+
+    #[inline]
+    fn reserve_loan(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
+        for _ in 0..=layout::MAX_GENERATIONS {
+            let d = self.depths.writer.load(Ordering::Relaxed);
+            match self.at_depth(d)?.reserve_loan_local(active_readers_mask) {
+                Ok((h, ptr, len)) => return Ok((grow::join(d, h), ptr, len)),
+                Err(SlotError::Moved) => self.follow_writer(d)?,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(SlotError::NoFreeSlot)
+    }
+
+    #[inline]
+    fn next_unread_read(&self, reader_index: u8) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
+        for _ in 0..=layout::MAX_GENERATIONS {
+            let d = self.reader_depth(reader_index);
+            let g = self.at_depth(d)?;
+            match g.next_unread_read_local(reader_index) {
+                Ok(Some((h, ptr, len))) => return Ok(Some((grow::join(d, h), ptr, len))),
+                Ok(None) | Err(SlotError::WritersGone) if g.info.growth != GrowthStrategy::Static && g.moved_past(reader_index) => self.follow_reader(reader_index, d)?,
+                other => return other,
+            }
+        }
+        Ok(None)
+    }
+
+    #[inline]
+    fn next_unread_slot(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
+        for _ in 0..=layout::MAX_GENERATIONS {
+            let d = self.reader_depth(reader_index);
+            let g = self.at_depth(d)?;
+            match g.next_unread_slot_local(reader_index) {
+                Ok(Some(h)) => return Ok(Some(grow::join(d, h))),
+                Ok(None) | Err(SlotError::WritersGone) if g.info.growth != GrowthStrategy::Static && g.moved_past(reader_index) => self.follow_reader(reader_index, d)?,
+                other => return other,
+            }
+        }
+        Ok(None)
+    }
+
+    fn read_slot(&self, handle: SlotHandle) -> Result<(SlotHeader, Vec<u8>), SlotError> {
+        let (g, h) = self.gen_of(handle)?;
+        let (mut header, bytes) = g.read_slot_local(h).map_err(|e| grow::outer_err(e, handle))?;
+        header.sequence_number = handle.seq;
+        Ok((header, bytes))
+    }
+
+    #[inline]
+    fn mark_read(&self, handle: SlotHandle, reader_index: u8) -> Result<(), SlotError> {
+        let (g, h) = self.gen_of(handle)?;
+        g.mark_read_local(h, reader_index).map_err(|e| grow::outer_err(e, handle))
+    }
+
+    fn mark_reader_disconnected(&self, reader_index: u8) -> Result<(), SlotError> {
+        self.at_depth(self.reader_depth(reader_index))?.mark_reader_disconnected_local(reader_index)
+    }
+
+    fn register_reader(&self) -> Result<u8, SlotError> {
+        // In the newest generation: follow every published move first, and
+        // again if one started while we registered (we may or may not have
+        // been carried over; a copy of us that we never adopt is reaped).
+        for _ in 0..=layout::MAX_GENERATIONS {
+            let (mut g, mut d) = self.newest();
+            while g.info.growth != GrowthStrategy::Static && g.chain_flags() != 0 {
+                g.wait_moved()?;
+                g = g.successor()?;
+                d += 1;
+            }
+            let r = g.register_reader_local()?;
+            if g.info.growth != GrowthStrategy::Static && g.chain_flags() != 0 {
+                let _ = g.unregister_local(r);
+                g.release_if_unread();
+                continue;
+            }
+            self.depths.readers[usize::from(r)].store(d as u8, Ordering::Relaxed);
+            return Ok(r);
+        }
+        Err(SlotError::Generation { what: "register a reader", detail: "the ring kept moving".into() })
+    }
+
+    fn unregister_reader(&self, reader_index: u8) -> Result<(), SlotError> {
+        let d = self.reader_depth(reader_index);
+        let g = self.at_depth(d)?;
+        let res = g.unregister_local(reader_index);
+        g.release_if_unread();
+        // Copies of this reader carried into later generations never get
+        // adopted now: free them (reapers would, later).
+        let mut n = g.next.get();
+        while let Some(x) = n {
+            let st = x.ring().readers.get(usize::from(reader_index)).map_or(0, |e| e.state.load(Ordering::SeqCst));
+            if crate::protocol::entry_kind(st) == crate::protocol::ENTRY_ADOPTING {
+                x.ring().reap_reader(reader_index, st);
+                x.release_if_unread();
+            }
+            n = x.next.get();
+        }
+        self.depths.readers[usize::from(reader_index) % 64].store(0, Ordering::Relaxed);
+        res
+    }
 
     fn reader_stats(&self, reader_index: u8) -> Result<ReaderStats, SlotError> {
-        self.ring().stats(reader_index)
+        self.at_depth(self.reader_depth(reader_index))?.ring().stats(reader_index)
     }
 
     fn slot_count(&self) -> usize {
         self.info.slot_count as usize
     }
     fn slot_capacity(&self) -> usize {
-        self.info.capacity as usize
+        self.writer_gen().info.capacity as usize
     }
     fn slot_total_size(&self) -> usize {
-        self.info.stride as usize
+        self.writer_gen().info.stride as usize
     }
     fn overflow_policy(&self) -> OverflowPolicy {
         self.info.policy
@@ -1107,16 +1448,70 @@ impl SlotBackend for PosixSlotAllocator {
     fn spin_budget(&self) -> Duration {
         self.spin
     }
+    fn ensure_capacity(&self, len: usize) -> Result<(), SlotError> {
+        if len <= self.writer_gen().info.capacity as usize && self.info.growth == GrowthStrategy::Static {
+            return Ok(());
+        }
+        self.grow_for(len)
+    }
     fn notify_generation(&self) -> u64 {
-        u64::from(self.ring().generation())
+        u64::from(self.newest().0.ring().generation())
     }
     fn wait_for_change(&self, last: u64, timeout: Duration) {
-        self.ring().wait_data(last as u32, timeout.min(PARK_SLICE));
+        self.newest().0.ring().wait_data(last as u32, timeout.min(PARK_SLICE));
         // The next empty poll looks at liveness (if due).
         self.idle_polls.store(63, Ordering::Relaxed);
+        let mut n = self.next.get();
+        while let Some(x) = n {
+            x.idle_polls.store(63, Ordering::Relaxed);
+            n = x.next.get();
+        }
     }
     fn wait_for_space(&self, timeout: Duration, still_full: &mut dyn FnMut() -> bool) {
-        self.ring().wait_space(timeout.min(PARK_SLICE), still_full);
+        self.writer_gen().ring().wait_space(timeout.min(PARK_SLICE), still_full);
+    }
+}
+
+impl PosixSlotAllocator {
+    /// The generation a slot handle belongs to, and the handle in it.
+    #[inline]
+    fn gen_of(&self, handle: SlotHandle) -> Result<(&Self, SlotHandle), SlotError> {
+        let (d, h) = grow::split(handle);
+        // No such generation: the handle as given is out of this one's
+        // range, and its calls fail as for any out-of-range index.
+        Ok(self.at_depth(d).map_or((self, handle), |g| (g, h)))
+    }
+
+    /// The generation (depth) reader `r` reads in.
+    #[inline]
+    fn reader_depth(&self, r: u8) -> u32 {
+        self.depths.readers.get(usize::from(r)).map_or(0, |d| u32::from(d.load(Ordering::Relaxed)))
+    }
+
+    /// The generation this handle's writer reserves in.
+    #[inline]
+    fn writer_gen(&self) -> &Self {
+        self.at_depth(self.depths.writer.load(Ordering::Relaxed)).unwrap_or(self)
+    }
+
+    /// Reserves a loan with room for `len` bytes: as
+    /// [`SlotBackend::reserve_loan`], after growing a ring created with a
+    /// [`GrowthStrategy`] if `len` exceeds its slots.
+    ///
+    /// # Errors
+    /// [`SlotError::SampleTooLarge`] on a static ring,
+    /// [`SlotError::GenerationsExhausted`] when the ring cannot grow any
+    /// more, [`SlotError::Generation`] when the next generation cannot be
+    /// made; as `reserve_loan` otherwise.
+    pub fn reserve_for(&self, len: usize, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
+        self.ensure_capacity(len)?;
+        self.reserve_loan(active_readers_mask)
+    }
+
+    /// The generation of the ring this handle writes in (0 until the ring
+    /// first grew), and how many generations this handle has mapped.
+    pub fn generation(&self) -> u32 {
+        self.writer_gen().info.generation
     }
 }
 

@@ -218,6 +218,21 @@ pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &Fi
     }
 }
 
+/// The chain words (flags, successor id) of object `name`, read through a
+/// read-only mapping of its header; `None` if it is missing or too small.
+/// Display and removal only: the id is used as nothing but a name.
+pub(crate) fn peek_chain(name: &str) -> Option<(u32, u64)> {
+    let file = shm::open_read_only(name).ok()?;
+    if file.metadata().ok()?.len() < super::layout::HEADER_SIZE as u64 {
+        return None;
+    }
+    let map = MmapOptions::new().len(super::layout::HEADER_SIZE).map_raw_read_only(&file).ok()?;
+    // SAFETY: a page-aligned mapping of at least HEADER_SIZE readable bytes,
+    // alive for this block; the header is atomics only.
+    let h = unsafe { &*map.as_ptr().cast::<super::layout::SegmentHeader>() };
+    Some((h.chain.load(Ordering::Acquire), h.successor.load(Ordering::Acquire)))
+}
+
 /// Inspects the segment behind one flink file, read-only and without
 /// joining it.
 ///

@@ -8,7 +8,7 @@ use crate::sync::Ordering;
 
 use super::layout::{
     stride_for, Layout, RawGeometry, SegmentHeader, HEADER_SIZE, INIT_READY, LAYOUT_VERSION, MAGIC, MAX_CAPACITY, MAX_SLOT_COUNT, MAX_TOTAL,
-    MAX_WRITERS, READERS_OFFSET,
+    MAX_GENERATIONS, MAX_WRITERS, READERS_OFFSET,
 };
 
 /// The validated, immutable description of a segment.
@@ -34,6 +34,12 @@ pub struct SegmentInfo {
     pub created_unix_ms: u64,
     /// Total bytes the geometry describes.
     pub total_size: u64,
+    /// Position in the ring's chain of generations (0: as created).
+    pub generation: u32,
+    /// How the ring grows.
+    pub growth: super::GrowthStrategy,
+    /// The previous generation's object id (0 for generation 0).
+    pub predecessor: u64,
 }
 
 fn field(field: &'static str, value: u64, expected: &'static str) -> ValidationError {
@@ -77,8 +83,11 @@ pub(crate) unsafe fn validate(base: *const u8, size: u64) -> Result<SegmentInfo,
     let policy = h.policy.load(Ordering::Relaxed);
     let hash = [0, 1, 2, 3].map(|i| h.type_hash[i].load(Ordering::Relaxed));
     let total_size = h.total_size.load(Ordering::Relaxed);
+    let generation = h.generation.load(Ordering::Relaxed);
+    let growth = h.growth.load(Ordering::Relaxed);
+    let predecessor = h.predecessor.load(Ordering::Relaxed);
     let stored = h.geometry_crc.load(Ordering::Relaxed);
-    let computed = RawGeometry { slot_count, capacity, stride, max_readers, max_writers, policy, type_hash: hash, total_size }.crc();
+    let computed = RawGeometry { slot_count, capacity, stride, max_readers, max_writers, policy, type_hash: hash, total_size, generation, growth, predecessor }.crc();
     if stored != computed {
         return Err(ValidationError::BadCrc { stored, computed });
     }
@@ -96,6 +105,10 @@ pub(crate) unsafe fn validate(base: *const u8, size: u64) -> Result<SegmentInfo,
     }
     if max_writers == 0 || max_writers > MAX_WRITERS {
         return Err(field("max_writers", max_writers.into(), "1 to 64"));
+    }
+    let growth = super::GrowthStrategy::from_code(growth).ok_or_else(|| field("growth", growth.into(), "0 (static), 1 (power of two) or 2 (best fit)"))?;
+    if generation >= MAX_GENERATIONS || (generation > 0 && growth == super::GrowthStrategy::Static) || (generation == 0) != (predecessor == 0) {
+        return Err(field("generation", generation.into(), "below 32, 0 for a static ring, with a predecessor exactly when above 0"));
     }
     let policy = OverflowPolicy::from_u32(policy).ok_or_else(|| field("policy", policy.into(), "1 (KeepAll) or 2 (DropOldest)"))?;
     let layout = Layout::compute(slot_count, capacity, max_readers, max_writers).ok_or_else(|| field("total_size", total_size, "no overflow"))?;
@@ -118,6 +131,9 @@ pub(crate) unsafe fn validate(base: *const u8, size: u64) -> Result<SegmentInfo,
         creator_pid: h.creator_pid.load(Ordering::Relaxed),
         created_unix_ms: h.created_unix_ms.load(Ordering::Relaxed),
         total_size,
+        generation,
+        growth,
+        predecessor,
     })
 }
 
