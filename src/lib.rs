@@ -13,6 +13,9 @@
 //!   [`Publisher`] / [`Subscriber`] — typed, for [`Pod`] types.
 //! * [`locator`] — RTPS locators for shared memory, the same-host namespace
 //!   id, and the discovery parameter that announces a segment.
+//! * [`blackboard`] — [`Blackboard`]: fixed keyed entries, one writer per
+//!   entry, lock-free latest-value reads that are never torn, a futex per
+//!   entry to wait on.
 //! * [`transport`] — [`ShmTransport`]: what a DDS/RTPS stack plugs in
 //!   (input ports, the domain's multicast ring, never-blocking sends that
 //!   report which locators shared memory did not serve).
@@ -38,6 +41,8 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 mod backend;
+#[cfg(not(loom))]
+pub mod blackboard;
 #[cfg(all(feature = "dust-dds", not(loom)))]
 pub mod dust_dds;
 mod error;
@@ -51,6 +56,8 @@ mod sync;
 #[cfg(not(loom))]
 pub mod transport;
 
+#[cfg(not(loom))]
+pub use blackboard::{Blackboard, BlackboardBuilder, BlackboardError, EntryId, EntryReader, EntryWriter};
 pub use backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHandle, SlotHeader, ALL_READERS, DEFAULT_SPIN};
 pub use error::{OpenError, ReceiveError, SlotError, TypeError, ValidationError};
 pub use memory::InMemorySlotAllocator;

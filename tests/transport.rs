@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::TestDir;
 use shmslot::locator::{Locator, NamespaceId, ShmAddress};
 use shmslot::transport::{Delivery, ShmTransport, TransportConfig, TransportError};
-use shmslot::OverflowPolicy;
+use shmslot::{GrowthStrategy, OverflowPolicy};
 
 fn config(dir: &TestDir, domain: u32) -> TransportConfig {
     TransportConfig::new(domain).slot_count(16).slot_capacity(256).discovery_dir(dir.path())
@@ -94,13 +94,44 @@ fn too_large_and_too_many_are_errors() {
     let dir = TestDir::new("tr-errors");
     let a = ShmTransport::new(config(&dir, 0)).unwrap();
     let p = a.open_input().unwrap();
-    assert_eq!(a.config().max_message_size(), 256);
-    let e = a.send(&[0; 257], &[p.locator()]).unwrap_err();
+    // Growing ports (the default): up to 64 KiB; static ones: the slot.
+    assert_eq!(a.config().max_message_size(), 64 * 1024);
+    let e = a.send(&vec![0; 64 * 1024 + 1], &[p.locator()]).unwrap_err();
+    assert!(matches!(e, TransportError::MessageTooLarge { len: 65537, max: 65536 }), "{e}");
+    let fixed = ShmTransport::new(config(&dir, 1).growth(GrowthStrategy::Static)).unwrap();
+    assert_eq!(fixed.config().max_message_size(), 256);
+    let e = fixed.send(&[0; 257], &[p.locator()]).unwrap_err();
     assert!(matches!(e, TransportError::MessageTooLarge { len: 257, max: 256 }), "{e}");
     let many = vec![p.locator(); 65];
     assert!(matches!(a.send(b"x", &many), Err(TransportError::TooManyLocators { count: 65, max: 64 })));
     let e = ShmTransport::new(TransportConfig::new(0).slot_capacity(0).discovery_dir(dir.path())).unwrap_err();
     assert!(e.to_string().contains("slot_capacity"), "{e}");
+}
+
+#[test]
+fn a_message_larger_than_the_slots_grows_the_port() {
+    let dir = TestDir::new("tr-grow");
+    let a = ShmTransport::new(config(&dir, 0)).unwrap();
+    let b = ShmTransport::new(config(&dir, 0)).unwrap();
+    let mut port = b.open_input().unwrap();
+    let big: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+    let r = a.send(b"small", &[port.locator()]).unwrap();
+    assert_eq!(r.served(), 1);
+    let r = a.send(&big, &[port.locator()]).unwrap();
+    assert_eq!(r.served(), 1, "{r:?}");
+    let r = a.send(b"after", &[port.locator()]).unwrap();
+    assert_eq!(r.served(), 1);
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let m = port.recv_timeout(Duration::from_secs(5)).unwrap().expect("message");
+        got.push(m.to_vec());
+    }
+    assert_eq!(got, vec![b"small".to_vec(), big, b"after".to_vec()]);
+    // A static port (a peer configured so) refuses instead.
+    let c = ShmTransport::new(config(&dir, 0).growth(GrowthStrategy::Static)).unwrap();
+    let fixed = c.open_input().unwrap();
+    let r = a.send(&[1; 300], &[fixed.locator()]).unwrap();
+    assert_eq!(r.outcome(0), Some(Delivery::TooLarge));
 }
 
 #[test]

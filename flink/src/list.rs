@@ -49,6 +49,16 @@ struct ListEntry {
     /// Whether the flink file marks the segment leaked (left in place by
     /// its creator; `flink clean --leaked` removes it).
     leaked: Option<bool>,
+    /// `ring` or `blackboard` (for a blackboard, `geometry` is entries ×
+    /// largest value and the ring counters are null).
+    kind: Option<&'static str>,
+    /// A growing ring's generation (0 until it first grew).
+    generation: Option<u32>,
+    /// `static`, `power-of-two` or `best-fit`.
+    growth: Option<&'static str>,
+    /// Older generations that still exist (their last readers have not
+    /// moved on yet), newest first.
+    older_generations: Vec<PathBuf>,
     /// Why the entry could not be read (state `error`).
     error: Option<String>,
     segment_path: Option<PathBuf>,
@@ -85,6 +95,10 @@ impl ListEntry {
             flink_path: path.to_owned(),
             state,
             leaked: flink.map(|f| f.leaked),
+            kind: flink.map(|f| f.kind.as_str()),
+            generation: None,
+            growth: None,
+            older_generations: Vec::new(),
             error,
             segment_path: flink.map(|f| PathBuf::from(format!("/dev/shm{}", f.segment_name))),
             geometry: flink.map(|f| Geometry { slot_count: f.slot_count, capacity: f.capacity, stride: None, max_readers: f.max_readers, max_writers: None }),
@@ -135,6 +149,10 @@ impl ListEntry {
                     flink_path: e.path.clone(),
                     state: st.state.as_str(),
                     leaked: Some(st.leaked),
+                    kind: Some(st.kind.as_str()),
+                    generation: Some(info.generation),
+                    growth: Some(info.growth.as_str()),
+                    older_generations: st.older_generations.clone(),
                     error: None,
                     segment_path: Some(st.segment_path.clone()),
                     geometry: Some(Geometry {
@@ -170,7 +188,7 @@ impl ListEntry {
     fn row(&self) -> Vec<String> {
         let dash = || "-".to_string();
         let state = if self.leaked == Some(true) && self.state == "live" { "live, leaked".to_string() } else { self.state.to_string() };
-        let mut row = vec![self.name.clone(), state];
+        let mut row = vec![self.name.clone(), self.kind.unwrap_or("-").to_string(), state];
         if let Some(err) = &self.error {
             row.push(err.clone());
             return row;
@@ -181,6 +199,10 @@ impl ListEntry {
             opt(self.geometry.as_ref().and_then(|g| g.stride).map(|s| s.to_string())),
             opt(self.geometry.as_ref().map(|g| format!("{}/{}", g.max_readers, g.max_writers.map_or_else(dash, |w| w.to_string())))),
             opt(self.policy.clone()),
+            opt(self.generation.map(|g| match self.older_generations.len() {
+                0 => g.to_string(),
+                n => format!("{g} (+{n} old)"),
+            })),
             match (self.creator_pid, self.creator_alive) {
                 (Some(pid), Some(alive)) => format!("{pid} {}", if alive { "alive" } else { "dead" }),
                 (Some(pid), None) => pid.to_string(),
@@ -199,8 +221,8 @@ impl ListEntry {
     }
 }
 
-const HEADER: [&str; 15] =
-    ["NAME", "STATE", "SLOTS × CAP", "STRIDE", "MAX R/W", "POLICY", "CREATOR", "READERS", "WRITERS", "WRITE_SEQ", "SENT", "RECEIVED", "DROPPED", "LOST", "AGE"];
+const HEADER: [&str; 17] =
+    ["NAME", "KIND", "STATE", "SLOTS × CAP", "STRIDE", "MAX R/W", "POLICY", "GEN", "CREATOR", "READERS", "WRITERS", "WRITE_SEQ", "SENT", "RECEIVED", "DROPPED", "LOST", "AGE"];
 
 /// Runs `flink list`.
 pub fn run(args: &ListArgs) -> Result<(), CliError> {

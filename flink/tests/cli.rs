@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shmslot::{Delivery, Loan, PosixSlotAllocator, Reader, ShmTransport, TransportConfig};
+use shmslot::{Delivery, Loan, PosixSlotAllocator, Reader, ShmTransport, SlotBackend, TransportConfig};
 
 const CHILD_TEST: &str = "child_process_entry";
 const ROLE: &str = "FLINK_CLI_CHILD_ROLE";
@@ -455,6 +455,44 @@ fn leaked_segment_is_listed_and_cleaned_only_with_leaked() {
     let wet = json_lines(&flink_ok(&dir, &["clean", "--leaked", "--json"]));
     assert_eq!(wet[0]["outcome"], "removed", "{wet:?}");
     assert!(!seg.exists() && !dir.join("kept").exists(), "clean --leaked left something");
+}
+
+#[test]
+fn generations_and_blackboards_are_listed() {
+    let dir = TestDir::new("gens");
+    let ring = PosixSlotAllocator::builder(4, 32).growth(shmslot::GrowthStrategy::PowerOfTwo).discovery_dir(dir.path()).create("growing").expect("create ring");
+    // A reader that has not read yet keeps generation 0 alive.
+    let reader = PosixSlotAllocator::attach_in("growing", Some(dir.path())).expect("attach");
+    let r = reader.register_reader().expect("register");
+    let mut loan = shmslot::Loan::sized(&ring, 100).expect("grow");
+    loan.as_mut_slice()[0] = 1;
+    loan.commit(100).expect("commit");
+    let e = list_json(&dir);
+    let g = entry(&e, "growing");
+    assert_eq!((g["kind"].clone(), g["generation"].clone(), g["growth"].clone()), ("ring".into(), 1.into(), "power-of-two".into()), "{g}");
+    assert_eq!(g["older_generations"].as_array().map(Vec::len), Some(1), "{g}");
+    assert_eq!(g["geometry"]["capacity"], 128, "{g}");
+    let table = flink_ok(&dir, &["list"]);
+    assert!(table.lines().any(|l| l.starts_with("growing") && l.contains("1 (+1 old)")), "{table}");
+    // The reader moves on: generation 0 goes.
+    assert!(reader.next_unread_slot(r).expect("read").is_some());
+    let g = list_json(&dir);
+    assert_eq!(entry(&g, "growing")["older_generations"].as_array().map(Vec::len), Some(0), "{g:?}");
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    #[repr(C)]
+    struct Key(u32);
+    // SAFETY: a plain u32, no padding.
+    unsafe impl shmslot::Pod for Key {
+        const TYPE_HASH: [u8; 16] = shmslot::type_hash("cli::Key", 4, 4);
+    }
+    let board = shmslot::BlackboardBuilder::<Key>::new().entry(Key(1), Key(7)).expect("entry").discovery_dir(dir.path()).create("board").expect("create board");
+    let e = list_json(&dir);
+    let b = entry(&e, "board");
+    assert_eq!((b["kind"].clone(), b["state"].clone(), b["error"].clone()), ("blackboard".into(), "live".into(), serde_json::Value::Null), "{b}");
+    assert_eq!(b["geometry"]["slot_count"], 1, "one entry: {b}");
+    drop(board);
+    drop((reader, ring));
 }
 
 #[test]

@@ -50,7 +50,7 @@
 //!
 //! The stack fragments samples into RTPS messages of at most the
 //! participant's fragment size plus headers. The default follows the slot
-//! capacity: [`TransportConfig::max_message_size`] (capped at the largest
+//! capacity: [`TransportConfig::loan_size`] (capped at the largest
 //! UDP datagram, since UDP peers get the same messages) minus
 //! [`RTPS_OVERHEAD`] bytes of RTPS headers. Bigger slots mean fewer, larger
 //! fragments (`TransportConfig::new(0).slot_capacity(64 * 1024)` carries a
@@ -237,8 +237,8 @@ impl ShmUdpTransportFactory {
     pub fn new(config: TransportConfig) -> Result<Self, TransportError> {
         config.validate()?;
         let least = RTPS_OVERHEAD + MIN_FRAGMENT_SIZE;
-        if config.max_message_size() < least {
-            return Err(TransportError::Config { what: "slot_capacity", value: config.max_message_size() as u64, expected: "at least 264 bytes for dust_dds (RTPS headers and a fragment)" });
+        if config.loan_size() < least {
+            return Err(TransportError::Config { what: "slot_capacity", value: config.loan_size() as u64, expected: "at least 264 bytes for dust_dds (RTPS headers and a fragment)" });
         }
         Ok(Self { config, udp: RtpsUdpTransportParticipantFactory::default(), fragment_size: None, counters: Arc::default(), last_error: Mutex::new(None) })
     }
@@ -251,7 +251,7 @@ impl ShmUdpTransportFactory {
     /// The largest fragment size the slots (and UDP) carry:
     /// `min(slot capacity, MAX_UDP_DATAGRAM) - RTPS_OVERHEAD`.
     pub fn max_fragment_size(&self) -> usize {
-        self.config.max_message_size().min(MAX_UDP_DATAGRAM) - RTPS_OVERHEAD
+        self.config.loan_size().min(MAX_UDP_DATAGRAM) - RTPS_OVERHEAD
     }
 
     /// The fragment size participants created from now on announce to

@@ -335,6 +335,23 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Makes way for a new segment at `flink_path` (ring or blackboard): a
+/// stale one published there (creator dead, nobody attached) is reclaimed;
+/// a live or leaked one, or anything that is not a flink file, is not.
+pub(crate) fn clear_for_create(flink_path: &Path) -> Result<(), OpenError> {
+    if flink_path.symlink_metadata().is_err() {
+        return Ok(());
+    }
+    match status::reclaim(flink_path) {
+        Ok(status::Reclaim::Removed { .. } | status::Reclaim::Gone) => Ok(()),
+        Ok(status::Reclaim::Live { creator_pid }) => Err(OpenError::InUse { path: flink_path.to_owned(), creator_pid }),
+        Ok(status::Reclaim::Leaked) => Err(OpenError::Leaked { path: flink_path.to_owned() }),
+        Ok(status::Reclaim::Busy) => Err(OpenError::Io { op: "reclaim (another process is removing the segment there)", path: flink_path.to_owned(), source: std::io::ErrorKind::WouldBlock.into() }),
+        Err(OpenError::Io { source, .. }) if source.kind() != std::io::ErrorKind::NotFound => Err(OpenError::Io { op: "reclaim existing flink file", path: flink_path.to_owned(), source }),
+        Err(_) => Err(OpenError::Exists(flink_path.to_owned())),
+    }
+}
+
 /// What a handle does last when it leaves a segment (ring or blackboard),
 /// (`segment_names`: its object, or every generation of a growing ring),
 /// with every entry it held already freed: unless the flink file marks the
@@ -433,23 +450,7 @@ impl PosixSlotAllocator {
             .filter(|l| l.total <= layout::MAX_TOTAL)
             .ok_or(config("slot_count × slot_capacity", u64::from(slot_count) * u64::from(capacity), "a segment of at most 64 GiB"))?;
         let flink_path = resolve(flink_path, b.discovery_dir.as_deref(), true)?;
-        if flink_path.symlink_metadata().is_ok() {
-            // A stale segment (creator dead, nobody attached) is reclaimed;
-            // a live one, or anything that is not a flink file, is not.
-            match status::reclaim(&flink_path) {
-                Ok(status::Reclaim::Removed { .. } | status::Reclaim::Gone) => {}
-                Ok(status::Reclaim::Live { creator_pid }) => return Err(OpenError::InUse { path: flink_path, creator_pid }),
-                Ok(status::Reclaim::Leaked) => return Err(OpenError::Leaked { path: flink_path }),
-                Ok(status::Reclaim::Busy) => {
-                    return Err(OpenError::Io { op: "reclaim (another process is removing the segment there)", path: flink_path, source: std::io::ErrorKind::WouldBlock.into() })
-                }
-                Err(OpenError::Io { source, .. }) if source.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(OpenError::Io { op: "reclaim existing flink file", path: flink_path, source })
-                }
-                Err(_) => return Err(OpenError::Exists(flink_path)),
-            }
-        }
-
+        clear_for_create(&flink_path)?;
         let geometry = NewSegment {
             slot_count,
             capacity,

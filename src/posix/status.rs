@@ -108,6 +108,12 @@ pub struct SegmentStatus {
     pub attached: bool,
     /// Whether the flink file marks it leaked (kept when nobody is attached).
     pub leaked: bool,
+    /// What kind of segment the flink file names. For a blackboard only the
+    /// state fields are filled (see [`crate::blackboard::inspect`]).
+    pub kind: super::SegmentKind,
+    /// Older generations of a growing ring that still exist (their last
+    /// readers have not moved on yet), newest first.
+    pub older_generations: Vec<PathBuf>,
     /// Next sequence a writer will reserve.
     pub write_seq: u64,
     /// Reader entries in use.
@@ -209,6 +215,8 @@ pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &Fi
         creator_alive,
         attached: lock::held(probe, lock::ATTACHED, 1),
         leaked,
+        kind: super::SegmentKind::Ring,
+        older_generations: older_generations(info),
         write_seq: ctrl.write_seq.0.load(Ordering::Relaxed),
         readers,
         writers,
@@ -222,6 +230,12 @@ pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &Fi
 /// read-only mapping of its header; `None` if it is missing or too small.
 /// Display and removal only: the id is used as nothing but a name.
 pub(crate) fn peek_chain(name: &str) -> Option<(u32, u64)> {
+    peek_header(name).map(|(flags, successor, _)| (flags, successor))
+}
+
+/// Object `name`'s chain flags, successor and predecessor ids (see
+/// [`peek_chain`]).
+fn peek_header(name: &str) -> Option<(u32, u64, u64)> {
     let file = shm::open_read_only(name).ok()?;
     if file.metadata().ok()?.len() < super::layout::HEADER_SIZE as u64 {
         return None;
@@ -230,7 +244,21 @@ pub(crate) fn peek_chain(name: &str) -> Option<(u32, u64)> {
     // SAFETY: a page-aligned mapping of at least HEADER_SIZE readable bytes,
     // alive for this block; the header is atomics only.
     let h = unsafe { &*map.as_ptr().cast::<super::layout::SegmentHeader>() };
-    Some((h.chain.load(Ordering::Acquire), h.successor.load(Ordering::Acquire)))
+    Some((h.chain.load(Ordering::Acquire), h.successor.load(Ordering::Acquire), h.predecessor.load(Ordering::Relaxed)))
+}
+
+/// The older generations of a growing ring that still exist, walking the
+/// predecessor ids (display only; bounded by the generation limit).
+fn older_generations(info: &SegmentInfo) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut id = info.predecessor;
+    while id != 0 && out.len() < super::layout::MAX_GENERATIONS as usize {
+        let name = super::grow::segment_name_of(id);
+        let Some((_, _, pred)) = peek_header(&name) else { break };
+        out.push(PathBuf::from(format!("/dev/shm{name}")));
+        id = pred;
+    }
+    out
 }
 
 /// Inspects the segment behind one flink file, read-only and without
@@ -241,6 +269,26 @@ pub(crate) fn peek_chain(name: &str) -> Option<(u32, u64)> {
 /// validation (the error says what failed), or a system error.
 pub fn inspect(flink_path: &Path) -> Result<SegmentStatus, OpenError> {
     let fl = flink::read(flink_path)?;
+    if fl.kind == super::SegmentKind::Blackboard {
+        let b = crate::blackboard::inspect(flink_path)?;
+        return Ok(SegmentStatus {
+            flink_path: flink_path.to_owned(),
+            segment_path: b.segment_path,
+            state: b.state,
+            info: None,
+            creator_alive: b.creator_alive,
+            attached: b.attached,
+            leaked: fl.leaked,
+            kind: fl.kind,
+            older_generations: Vec::new(),
+            write_seq: 0,
+            readers: Vec::new(),
+            writers: Vec::new(),
+            data_generation: 0,
+            data_waiters: 0,
+            space_waiters: 0,
+        });
+    }
     let shm_path = PathBuf::from(format!("/dev/shm{}", fl.segment_name));
     let file = match shm::open_read_only(&fl.segment_name) {
         Ok(f) => f,
@@ -253,6 +301,8 @@ pub fn inspect(flink_path: &Path) -> Result<SegmentStatus, OpenError> {
                 creator_alive: false,
                 attached: false,
                 leaked: fl.leaked,
+                kind: fl.kind,
+                older_generations: Vec::new(),
                 write_seq: 0,
                 readers: Vec::new(),
                 writers: Vec::new(),

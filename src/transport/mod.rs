@@ -64,6 +64,7 @@ use send::{SendState, StateRef};
 
 use crate::locator::{Locator, NamespaceId, ShmAddress, ShmAnnouncement, SHM_MULTICAST_PORT};
 use crate::posix::{default_discovery_dir, flink};
+use crate::GrowthStrategy;
 use crate::{OpenError, OverflowPolicy, PosixSlotAllocator, Reader, Sample, SlotBackend, SlotError, SlotHandle};
 
 /// Most locators one [`ShmTransport::send`] takes (a [`SendReport`] has one
@@ -161,6 +162,8 @@ pub struct TransportConfig {
     max_senders: u32,
     discovery_dir: Option<PathBuf>,
     spin: Duration,
+    growth: GrowthStrategy,
+    max_message: usize,
 }
 
 impl TransportConfig {
@@ -178,7 +181,30 @@ impl TransportConfig {
             max_senders: 64,
             discovery_dir: None,
             spin: crate::DEFAULT_SPIN,
+            growth: GrowthStrategy::PowerOfTwo,
+            max_message: 64 * 1024,
         }
+    }
+
+    /// How the rings this transport creates grow when a message does not
+    /// fit their slots (default [`GrowthStrategy::PowerOfTwo`]: a port
+    /// moves to larger slots when [`ShmTransport::send`] gets a message
+    /// larger than [`slot_capacity`](Self::slot_capacity), up to
+    /// [`max_message_size`](Self::max_message_size)).
+    /// [`GrowthStrategy::Static`] makes the slot capacity the limit.
+    #[must_use]
+    pub fn growth(mut self, growth: GrowthStrategy) -> Self {
+        self.growth = growth;
+        self
+    }
+
+    /// The largest message [`ShmTransport::send`] takes when the rings grow
+    /// (default 64 KiB, the largest RTPS message over UDP; at least the
+    /// slot capacity).
+    #[must_use]
+    pub fn max_message(mut self, bytes: usize) -> Self {
+        self.max_message = bytes;
+        self
     }
 
     /// Slots per input port (rounded up to a power of two).
@@ -188,7 +214,9 @@ impl TransportConfig {
         self
     }
 
-    /// Bytes per slot: the largest message ([`max_message_size`](Self::max_message_size)).
+    /// Bytes per slot of the rings it creates (default 8 KiB): the buffer of
+    /// a [`SendLoan`] ([`loan_size`](Self::loan_size)); larger messages
+    /// grow the rings (see [`growth`](Self::growth)).
     #[must_use]
     pub fn slot_capacity(mut self, bytes: usize) -> Self {
         self.slot_capacity = bytes;
@@ -252,9 +280,19 @@ impl TransportConfig {
         self.domain_id
     }
 
-    /// The largest message [`ShmTransport::send`] takes: the stack's
-    /// fragment size.
+    /// The largest message [`ShmTransport::send`] takes: the slot capacity
+    /// of a static ring, else [`max_message`](Self::max_message).
     pub fn max_message_size(&self) -> usize {
+        if self.growth == GrowthStrategy::Static {
+            self.slot_capacity
+        } else {
+            self.max_message.max(self.slot_capacity)
+        }
+    }
+
+    /// The buffer of a [`SendLoan`]: the slot capacity (a stack that
+    /// serialises in place sets its fragment size from this).
+    pub fn loan_size(&self) -> usize {
         self.slot_capacity
     }
 
@@ -274,6 +312,9 @@ impl TransportConfig {
         }
         if self.slot_capacity == 0 || self.slot_capacity > 1 << 30 {
             return bad("slot_capacity", self.slot_capacity, "1 byte to 1 GiB");
+        }
+        if self.max_message > 1 << 30 {
+            return bad("max_message", self.max_message, "at most 1 GiB");
         }
         if self.max_senders == 0 || self.max_senders > 64 {
             return bad("max_senders", self.max_senders as usize, "1 to 64");
@@ -311,8 +352,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn check_send(&self, len: usize, locators: &[Locator]) -> Result<(), TransportError> {
-        if len > self.config.slot_capacity {
-            return Err(TransportError::MessageTooLarge { len, max: self.config.slot_capacity });
+        if len > self.config.max_message_size() {
+            return Err(TransportError::MessageTooLarge { len, max: self.config.max_message_size() });
         }
         if locators.len() > MAX_LOCATORS_PER_SEND {
             return Err(TransportError::TooManyLocators { count: locators.len(), max: MAX_LOCATORS_PER_SEND });
@@ -454,6 +495,7 @@ impl ShmTransport {
         for port in 1..=MAX_PORTS {
             let name = port_name(c.domain_id, port);
             let made = PosixSlotAllocator::builder(c.slot_count, c.slot_capacity)
+                .growth(c.growth)
                 .overflow_policy(c.overflow)
                 .max_readers(1)
                 .max_writers(c.max_senders)
@@ -502,6 +544,7 @@ impl ShmTransport {
                 Err(source) => return Err(TransportError::Open { what: what(), source }),
             }
             let made = PosixSlotAllocator::builder(c.multicast_slot_count, c.slot_capacity)
+                .growth(c.growth)
                 .overflow_policy(c.overflow)
                 .max_readers(64)
                 .max_writers(c.max_senders)

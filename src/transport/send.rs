@@ -319,7 +319,9 @@ impl SendState {
     /// Copies `bytes` into peer `p`'s ring and publishes it.
     fn deliver(&mut self, p: usize, bytes: &[u8]) -> Delivery {
         let ring = self.ring(p);
-        if bytes.len() > ring.slot_capacity() {
+        // A growing port moves to larger slots first (a static one, made by
+        // a peer configured so, refuses).
+        if ring.ensure_capacity(bytes.len()).is_err() {
             ring.record_dropped();
             self.dropped += 1;
             return Delivery::TooLarge;
