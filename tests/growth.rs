@@ -254,3 +254,31 @@ fn a_copy_commit_larger_than_the_loan_moves_the_sample_to_the_next_generation() 
     drop(ring);
     assert_unlinked(&gens[1]);
 }
+
+#[test]
+fn a_reader_still_in_an_old_generation_keeps_the_newest_alive() {
+    let dir = TestDir::new("grow-keep");
+    // Shared ring: the last handle out removes it, not the creator.
+    let ring = PosixSlotAllocator::builder(4, 32).growth(GrowthStrategy::PowerOfTwo).remove_on_drop(false).discovery_dir(dir.path()).create("ring").unwrap();
+    let mut reader = Reader::new(PosixSlotAllocator::attach_in("ring", Some(dir.path())).unwrap()).unwrap();
+    let mut loan = Loan::sized(&ring, 100).unwrap();
+    loan.as_mut_slice()[..100].fill(9);
+    loan.commit(100).unwrap();
+    let gens = ring.generation_paths();
+    drop(ring);
+    // The writer left; the reader has not even mapped generation 1, but it
+    // is the ring's participant: neither the writer's leaving nor a clean
+    // removes the generation it will follow into.
+    assert!(gens[1].exists(), "the newest generation was removed under a reader still in the old one");
+    let st = discovery::inspect(&dir.flink("ring")).unwrap();
+    assert_eq!(st.state, discovery::SegmentState::Live, "{st:?}");
+    assert_eq!(st.older_generations, vec![gens[0].clone()]);
+    assert!(matches!(discovery::clean(dir.path(), false, false).unwrap()[0].outcome, Ok(discovery::CleanOutcome::Live)));
+    let s = reader.try_recv().unwrap().expect("the sample written into generation 1");
+    assert_eq!(&s[..], &[9; 100][..]);
+    drop(s);
+    assert_unlinked(&gens[0]);
+    drop(reader);
+    assert_unlinked(&gens[1]);
+    assert!(!dir.flink("ring").exists());
+}

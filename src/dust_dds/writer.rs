@@ -205,8 +205,13 @@ mod tests {
 
     /// A composite writer and a peer's 2-slot port of 64 bytes.
     fn rig(tag: &str) -> Rig {
+        rig_with(tag, crate::GrowthStrategy::PowerOfTwo)
+    }
+
+    /// [`rig`] whose rings grow as `growth` says.
+    fn rig_with(tag: &str, growth: crate::GrowthStrategy) -> Rig {
         let dir = std::env::temp_dir().join(format!("shmslot-unit-dds-{tag}-{}", std::process::id()));
-        let config = TransportConfig::new(3).slot_count(2).slot_capacity(64).discovery_dir(&dir);
+        let config = TransportConfig::new(3).slot_count(2).slot_capacity(64).growth(growth).discovery_dir(&dir);
         let peer = ShmTransport::new(config.clone()).unwrap();
         let port = peer.open_input().unwrap();
         let mine = ShmTransport::new(config).unwrap();
@@ -257,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_full_ring_drops_without_udp_and_a_message_too_large_goes_over_udp() {
-        let mut r = rig("full");
+        let mut r = rig_with("full", crate::GrowthStrategy::Static);
         let shm = dds(r.port.locator());
         for _ in 0..3 {
             write(&mut r.writer, b"fill", &[shm, UDP]);
@@ -267,6 +272,17 @@ mod tests {
         write(&mut r.writer, &[7; 100], &[shm, UDP]);
         assert_eq!(*r.udp.lock().unwrap(), vec![vec![UDP]], "a message larger than a slot must still go somewhere");
         assert_eq!(r.counters.get().shm_fallback, 1);
+    }
+
+    #[test]
+    fn a_message_larger_than_a_slot_grows_the_port_instead_of_taking_udp() {
+        let mut r = rig("grow");
+        let shm = dds(r.port.locator());
+        write(&mut r.writer, &[7; 100], &[shm, UDP]);
+        assert!(r.udp.lock().unwrap().is_empty(), "the port should have grown");
+        assert_eq!(&r.port.try_recv().unwrap().unwrap()[..], &[7; 100][..]);
+        let c = r.counters.get();
+        assert_eq!((c.shm.messages, c.shm.bytes, c.shm_fallback), (1, 100, 0), "{c:?}");
     }
 
     /// An RTPS message: header, then submessages `(id, flags, body)`.

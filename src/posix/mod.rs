@@ -1109,7 +1109,9 @@ impl Drop for PosixSlotAllocator {
             // An old generation of a growing ring: it goes when its last
             // reader has moved on, whoever is attached.
             self.release_if_unread();
-        } else {
+        } else if self.owner || !status::chain_held(self.info.predecessor) {
+            // (A reader still in an older generation is a participant too:
+            // it arrives here later, and the last one out removes it.)
             leave_segment(&self.flink_path, std::slice::from_ref(&self.segment_name), &self.locks, self.owner);
         }
         // Closing `locks` drops every lock this handle held.

@@ -129,6 +129,28 @@ pub struct SegmentStatus {
 }
 
 impl SegmentStatus {
+    /// A status with no ring fields (an orphan, a blackboard): what the
+    /// flink file says, nobody attached.
+    fn without_ring(flink_path: &Path, segment_path: PathBuf, state: SegmentState, fl: &super::FlinkInfo) -> Self {
+        Self {
+            flink_path: flink_path.to_owned(),
+            segment_path,
+            state,
+            info: None,
+            creator_alive: false,
+            attached: false,
+            leaked: fl.leaked,
+            kind: fl.kind,
+            older_generations: Vec::new(),
+            write_seq: 0,
+            readers: Vec::new(),
+            writers: Vec::new(),
+            data_generation: 0,
+            data_waiters: 0,
+            space_waiters: 0,
+        }
+    }
+
     /// Sum of the readers' lost counts.
     pub fn lost(&self) -> u64 {
         self.readers.iter().map(|r| r.lost).fold(0, u64::wrapping_add)
@@ -202,7 +224,7 @@ pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &Fi
         })
         .collect();
     let creator_alive = lock::alive(probe, lock::CREATOR);
-    let anyone = lock::held(probe, 0, lock::LOCK_SPAN);
+    let anyone = lock::held(probe, 0, lock::LOCK_SPAN) || chain_held(info.predecessor);
     SegmentStatus {
         flink_path: flink_path.to_owned(),
         segment_path: PathBuf::from(format!("/dev/shm{segment_name}")),
@@ -271,45 +293,13 @@ pub fn inspect(flink_path: &Path) -> Result<SegmentStatus, OpenError> {
     let fl = flink::read(flink_path)?;
     if fl.kind == super::SegmentKind::Blackboard {
         let b = crate::blackboard::inspect(flink_path)?;
-        return Ok(SegmentStatus {
-            flink_path: flink_path.to_owned(),
-            segment_path: b.segment_path,
-            state: b.state,
-            info: None,
-            creator_alive: b.creator_alive,
-            attached: b.attached,
-            leaked: fl.leaked,
-            kind: fl.kind,
-            older_generations: Vec::new(),
-            write_seq: 0,
-            readers: Vec::new(),
-            writers: Vec::new(),
-            data_generation: 0,
-            data_waiters: 0,
-            space_waiters: 0,
-        });
+        return Ok(SegmentStatus { creator_alive: b.creator_alive, attached: b.attached, ..SegmentStatus::without_ring(flink_path, b.segment_path, b.state, &fl) });
     }
     let shm_path = PathBuf::from(format!("/dev/shm{}", fl.segment_name));
     let file = match shm::open_read_only(&fl.segment_name) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(SegmentStatus {
-                flink_path: flink_path.to_owned(),
-                segment_path: shm_path,
-                state: SegmentState::Orphan,
-                info: None,
-                creator_alive: false,
-                attached: false,
-                leaked: fl.leaked,
-                kind: fl.kind,
-                older_generations: Vec::new(),
-                write_seq: 0,
-                readers: Vec::new(),
-                writers: Vec::new(),
-                data_generation: 0,
-                data_waiters: 0,
-                space_waiters: 0,
-            })
+            return Ok(SegmentStatus::without_ring(flink_path, shm_path, SegmentState::Orphan, &fl))
         }
         Err(source) => return Err(OpenError::Io { op: "open shared-memory object", path: shm_path, source }),
     };
@@ -435,6 +425,9 @@ fn reclaim_impl(flink_path: &Path, dry_run: bool, leaked: bool) -> Result<Reclai
             Ok(false) => return Ok(Reclaim::Live { creator_pid }),
             Err(source) => return Err(OpenError::Io { op: "lock", path: shm_path, source }),
         }
+        if chain_held(peek_header(&name).map_or(0, |(_, _, p)| p)) {
+            return Ok(Reclaim::Live { creator_pid });
+        }
     }
     // Held: the flink claim, and (if it exists) every participant byte.
     if claim.info.leaked && !leaked && object.is_some() {
@@ -447,9 +440,47 @@ fn reclaim_impl(flink_path: &Path, dry_run: bool, leaked: bool) -> Result<Reclai
         return Ok(Reclaim::Gone);
     }
     if object.is_some() {
+        let pred = peek_header(&name).map_or(0, |(_, _, p)| p);
         let _ = shm::unlink(&name);
+        remove_stale_predecessors(pred);
     }
     Ok(Reclaim::Removed { segment_name: name, object_existed: object.is_some() })
+}
+
+/// Whether a growing ring's older generation from `id` back is held by
+/// someone alive (a reader that has not moved on yet is a participant of
+/// the ring, although it holds no lock on the newest generation).
+pub(crate) fn chain_held(mut id: u64) -> bool {
+    for _ in 0..super::layout::MAX_GENERATIONS {
+        if id == 0 {
+            return false;
+        }
+        let name = super::grow::segment_name_of(id);
+        let Ok(f) = shm::open_read_only(&name) else { return false };
+        if lock::held(&f, 0, lock::LOCK_SPAN) {
+            return true;
+        }
+        id = peek_header(&name).map_or(0, |(_, _, p)| p);
+    }
+    false
+}
+
+/// After a growing ring's newest generation was reclaimed: its older
+/// generations that still exist and that nobody holds (every participant
+/// byte lockable) go too; a live one stops the walk.
+fn remove_stale_predecessors(mut id: u64) {
+    for _ in 0..super::layout::MAX_GENERATIONS {
+        if id == 0 {
+            return;
+        }
+        let name = super::grow::segment_name_of(id);
+        let Ok(f) = shm::open(&name) else { return };
+        if f.metadata().map_or(true, |m| m.uid() != shm::euid()) || !lock::set(&f, lock::Kind::Write, 0, lock::LOCK_SPAN).unwrap_or(false) {
+            return;
+        }
+        id = peek_header(&name).map_or(0, |(_, _, p)| p);
+        let _ = shm::unlink(&name);
+    }
 }
 
 /// What [`clean`] did with one file.
