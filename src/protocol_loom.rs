@@ -681,3 +681,76 @@ fn loom_dead_writer_loan_is_skipped() {
         assert_eq!(reader.join().unwrap(), written, "the dead writer's loan was delivered, or order broke");
     });
 }
+
+/// A growing ring's move (see `posix::grow`): a writer claims, then looks
+/// at the move flag and discards its claim if it is set; the mover sets the
+/// flag, then reads `write_seq` as `moved_at`; the reader reads this
+/// generation until it is drained to `moved_at`. Every sample a writer
+/// committed here is read here before the reader leaves (none is lost to
+/// the move), for both claim styles (`KeepAll`: CAS on `write_seq`;
+/// `DropOldest`: CAS on the stamp, which may claim exactly `moved_at`).
+fn move_model(policy: OverflowPolicy) {
+    builder().check(move || {
+        let h = Heap::new(4, 1, policy, 0);
+        let r = h.view().register(1).unwrap();
+        let moving = Arc::new(AtomicU32::new(0));
+        let moved_at = Arc::new(AtomicU64::new(0));
+        let moved = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (h, moving) = (h.clone(), moving.clone());
+            thread::spawn(move || {
+                let ring = h.view();
+                let mut committed = Vec::new();
+                for _ in 0..2 {
+                    let (index, seq) = ring.reserve(ALL_READERS, 0, None).unwrap();
+                    // SYNC POINT (move): claim, then look (SeqCst both;
+                    // the fence only shows loom the C++20 order S, see
+                    // `loom_sc_fence`).
+                    crate::sync::loom_sc_fence();
+                    if moving.load(Ordering::SeqCst) != 0 {
+                        ring.discard(index, seq).unwrap();
+                        break;
+                    }
+                    h.write_payload(index, seq);
+                    ring.commit(index, seq, LEN).unwrap();
+                    committed.push(seq);
+                }
+                committed
+            })
+        };
+        let mover = {
+            let (h, moving, moved_at, moved) = (h.clone(), moving.clone(), moved_at.clone(), moved.clone());
+            thread::spawn(move || {
+                moving.store(1, Ordering::SeqCst);
+                crate::sync::loom_sc_fence();
+                moved_at.store(h.ctrl.write_seq.0.load(Ordering::SeqCst), Ordering::Release);
+                moved.store(true, Ordering::Release);
+            })
+        };
+        let ring = h.view();
+        let mut read = Vec::new();
+        loop {
+            if let Some(held) = ring.next_unread(r).unwrap() {
+                consume(&h, &ring, r, held);
+                read.push(held.seq);
+            } else if moved.load(Ordering::Acquire) && ring.drained_to(r, moved_at.load(Ordering::Acquire)) {
+                break;
+            } else {
+                thread::yield_now();
+            }
+        }
+        let committed = writer.join().unwrap();
+        mover.join().unwrap();
+        assert_eq!(read, committed, "a sample committed in the old generation was not read there before the reader left");
+    });
+}
+
+#[test]
+fn loom_move_keep_all_loses_nothing() {
+    move_model(OverflowPolicy::KeepAll);
+}
+
+#[test]
+fn loom_move_drop_oldest_loses_nothing() {
+    move_model(OverflowPolicy::DropOldest);
+}
