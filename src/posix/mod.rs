@@ -1102,10 +1102,15 @@ impl Drop for PosixSlotAllocator {
             mine &= mine - 1;
             let _ = ring.unregister(r);
         }
+        // A static ring's drop reads nothing more from the mapping (a hostile
+        // process may have truncated the object under it: any read would
+        // fault).
+        let growing = self.info.growth != GrowthStrategy::Static;
         if self.owner && self.depth == 0 {
             // The owner removes the whole ring: every generation.
-            leave_segment(&self.flink_path, &self.chain_names(), &self.locks, true);
-        } else if self.chain_flags() & layout::CHAIN_MOVED != 0 {
+            let names = if growing { self.chain_names() } else { vec![self.segment_name.clone()] };
+            leave_segment(&self.flink_path, &names, &self.locks, true);
+        } else if growing && self.chain_flags() & layout::CHAIN_MOVED != 0 {
             // An old generation of a growing ring: it goes when its last
             // reader has moved on, whoever is attached.
             self.release_if_unread();
