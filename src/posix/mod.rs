@@ -1126,7 +1126,7 @@ impl Drop for PosixSlotAllocator {
 /// The ring operations on this generation alone (the `SlotBackend` impl
 /// picks the generation and follows moves).
 impl PosixSlotAllocator {
-    #[inline]
+    #[inline(always)]
     fn reserve_slot_local(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
         let growing = self.info.growth != GrowthStrategy::Static;
         if growing && self.chain_flags() != 0 {
@@ -1159,13 +1159,13 @@ impl PosixSlotAllocator {
         self.ring().discard(handle.slot_index, handle.seq)
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot_data_ptr_local(&self, handle: SlotHandle) -> Result<(*mut u8, usize), SlotError> {
         self.ring().check_loan(handle.slot_index, handle.seq)?;
         Ok((self.payload(handle.slot_index), self.info.capacity as usize))
     }
 
-    #[inline]
+    #[inline(always)]
     fn commit_in_place_local(&self, handle: SlotHandle, len: usize) -> Result<u64, SlotError> {
         let seq = self.ring().commit(handle.slot_index, handle.seq, len)?;
         let w = self.writer.load(Ordering::Relaxed);
@@ -1176,20 +1176,20 @@ impl PosixSlotAllocator {
         Ok(seq)
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot_read_ptr_local(&self, handle: SlotHandle) -> Result<(*const u8, usize), SlotError> {
         let len = self.ring().held_len(handle.slot_index, handle.seq)?;
         Ok((self.payload(handle.slot_index).cast_const(), len as usize))
     }
 
-    #[inline]
+    #[inline(always)]
     fn reserve_loan_local(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
         // The slot was stamped LOANED for us just now: no re-check needed.
         let h = self.reserve_slot_local(active_readers_mask)?;
         Ok((h, self.payload(h.slot_index), self.info.capacity as usize))
     }
 
-    #[inline]
+    #[inline(always)]
     fn next_unread_read_local(&self, reader_index: u8) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
         // `next_unread` bounded the length by the capacity (as `held_len`).
         if let Some(h) = self.ring().next_unread(reader_index)? {
@@ -1201,7 +1201,7 @@ impl PosixSlotAllocator {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn next_unread_slot_local(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
         if let Some(h) = self.ring().next_unread(reader_index)? {
             return Ok(Some(SlotHandle { slot_index: h.index, seq: h.seq }));
@@ -1218,7 +1218,7 @@ impl PosixSlotAllocator {
         Ok((SlotHeader { sequence_number: handle.seq, sample_size: len as u32, pending_readers: pending }, bytes))
     }
 
-    #[inline]
+    #[inline(always)]
     fn mark_read_local(&self, handle: SlotHandle, reader_index: u8) -> Result<(), SlotError> {
         self.ring().release(reader_index, handle.slot_index, handle.seq)
     }
@@ -1270,6 +1270,9 @@ impl PosixSlotAllocator {
 impl SlotBackend for PosixSlotAllocator {
     #[inline]
     fn reserve_slot(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
+        if self.static_ring() {
+            return self.reserve_slot_local(active_readers_mask);
+        }
         for _ in 0..=layout::MAX_GENERATIONS {
             let d = self.depths.writer.load(Ordering::Relaxed);
             match self.at_depth(d)?.reserve_slot_local(active_readers_mask) {
@@ -1317,24 +1320,36 @@ impl SlotBackend for PosixSlotAllocator {
 
     #[inline]
     fn slot_data_ptr(&self, handle: SlotHandle) -> Result<(*mut u8, usize), SlotError> {
+        if self.static_ring() {
+            return self.slot_data_ptr_local(handle);
+        }
         let (g, h) = self.gen_of(handle)?;
         g.slot_data_ptr_local(h).map_err(|e| grow::outer_err(e, handle))
     }
 
     #[inline]
     fn commit_in_place(&self, handle: SlotHandle, len: usize) -> Result<u64, SlotError> {
+        if self.static_ring() {
+            return self.commit_in_place_local(handle, len);
+        }
         let (g, h) = self.gen_of(handle)?;
         g.commit_in_place_local(h, len).map_err(|e| grow::outer_err(e, handle))
     }
 
     #[inline]
     fn slot_read_ptr(&self, handle: SlotHandle) -> Result<(*const u8, usize), SlotError> {
+        if self.static_ring() {
+            return self.slot_read_ptr_local(handle);
+        }
         let (g, h) = self.gen_of(handle)?;
         g.slot_read_ptr_local(h).map_err(|e| grow::outer_err(e, handle))
     }
 
     #[inline]
     fn reserve_loan(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
+        if self.static_ring() {
+            return self.reserve_loan_local(active_readers_mask);
+        }
         for _ in 0..=layout::MAX_GENERATIONS {
             let d = self.depths.writer.load(Ordering::Relaxed);
             match self.at_depth(d)?.reserve_loan_local(active_readers_mask) {
@@ -1348,6 +1363,9 @@ impl SlotBackend for PosixSlotAllocator {
 
     #[inline]
     fn next_unread_read(&self, reader_index: u8) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
+        if self.static_ring() {
+            return self.next_unread_read_local(reader_index);
+        }
         for _ in 0..=layout::MAX_GENERATIONS {
             let d = self.reader_depth(reader_index);
             let g = self.at_depth(d)?;
@@ -1362,6 +1380,9 @@ impl SlotBackend for PosixSlotAllocator {
 
     #[inline]
     fn next_unread_slot(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
+        if self.static_ring() {
+            return self.next_unread_slot_local(reader_index);
+        }
         for _ in 0..=layout::MAX_GENERATIONS {
             let d = self.reader_depth(reader_index);
             let g = self.at_depth(d)?;
@@ -1383,6 +1404,9 @@ impl SlotBackend for PosixSlotAllocator {
 
     #[inline]
     fn mark_read(&self, handle: SlotHandle, reader_index: u8) -> Result<(), SlotError> {
+        if self.static_ring() {
+            return self.mark_read_local(handle, reader_index);
+        }
         let (g, h) = self.gen_of(handle)?;
         g.mark_read_local(h, reader_index).map_err(|e| grow::outer_err(e, handle))
     }
@@ -1481,6 +1505,13 @@ impl SlotBackend for PosixSlotAllocator {
 }
 
 impl PosixSlotAllocator {
+    /// A ring that never grows: every call goes straight to this
+    /// generation (the hot path of a static ring pays one predicted branch).
+    #[inline(always)]
+    fn static_ring(&self) -> bool {
+        self.info.growth == GrowthStrategy::Static
+    }
+
     /// The generation a slot handle belongs to, and the handle in it.
     #[inline]
     fn gen_of(&self, handle: SlotHandle) -> Result<(&Self, SlotHandle), SlotError> {
