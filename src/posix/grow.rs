@@ -269,7 +269,6 @@ impl PosixSlotAllocator {
     /// Hangs `next` below this generation; it inherits the creator's role
     /// (its lock) when this handle holds it here.
     fn adopt_generation(&self, mut next: Self) -> Result<&Self, SlotError> {
-        next.depth = self.depth + 1;
         if self.holds_creator && lock::set(&next.locks, lock::Kind::Write, lock::CREATOR, 1).unwrap_or(false) {
             next.holds_creator = true;
         }
@@ -340,11 +339,12 @@ impl PosixSlotAllocator {
         for _ in 0..=MAX_GENERATIONS {
             let depth = self.depths.writer.load(Ordering::Relaxed);
             let g = self.at_depth(depth)?;
-            if len <= g.info.capacity as usize && g.chain_flags() == 0 {
-                return Ok(());
-            }
+            let fits = len <= g.info.capacity as usize;
             if g.info.growth == GrowthStrategy::Static {
-                return Err(SlotError::SampleTooLarge { sample: len, slot_capacity: g.info.capacity as usize });
+                return if fits { Ok(()) } else { Err(SlotError::SampleTooLarge { sample: len, slot_capacity: g.info.capacity as usize }) };
+            }
+            if fits && g.chain_flags() == 0 {
+                return Ok(());
             }
             if g.chain_flags() == 0 {
                 g.move_to(len)?;

@@ -286,9 +286,6 @@ pub struct PosixSlotAllocator {
     /// A growing ring's next generation, once this one moved and this
     /// handle followed (see `grow`); a full handle of its own.
     next: std::sync::OnceLock<Box<PosixSlotAllocator>>,
-    /// How many generations below the handle the caller holds this one is
-    /// (0 for that handle itself).
-    depth: u32,
     /// The handle the caller holds: which generation its writer and each of
     /// its readers is in.
     depths: grow::Depths,
@@ -735,7 +732,6 @@ impl PosixSlotAllocator {
             pid: std::process::id(),
             id: grow::segment_id_of(&segment_name_for_id),
             next: std::sync::OnceLock::new(),
-            depth: 0,
             depths: grow::Depths::new(),
             grow_lock: parking_lot::Mutex::new(()),
             holds_creator: false,
@@ -1106,18 +1102,19 @@ impl Drop for PosixSlotAllocator {
         // process may have truncated the object under it: any read would
         // fault).
         let growing = self.info.growth != GrowthStrategy::Static;
-        if self.owner && self.depth == 0 {
-            // The owner removes the whole ring: every generation.
+        if self.owner {
+            // The owner (only ever the handle the caller holds, never one of
+            // its later generations) removes the whole ring: every generation.
             let names = if growing { self.chain_names() } else { vec![self.segment_name.clone()] };
             leave_segment(&self.flink_path, &names, &self.locks, true);
         } else if growing && self.chain_flags() & layout::CHAIN_MOVED != 0 {
             // An old generation of a growing ring: it goes when its last
             // reader has moved on, whoever is attached.
             self.release_if_unread();
-        } else if self.owner || !status::chain_held(self.info.predecessor) {
+        } else if !status::chain_held(self.info.predecessor) {
             // (A reader still in an older generation is a participant too:
             // it arrives here later, and the last one out removes it.)
-            leave_segment(&self.flink_path, std::slice::from_ref(&self.segment_name), &self.locks, self.owner);
+            leave_segment(&self.flink_path, std::slice::from_ref(&self.segment_name), &self.locks, false);
         }
         // Closing `locks` drops every lock this handle held.
     }
@@ -1441,7 +1438,7 @@ impl SlotBackend for PosixSlotAllocator {
     fn unregister_reader(&self, reader_index: u8) -> Result<(), SlotError> {
         let d = self.reader_depth(reader_index);
         let g = self.at_depth(d)?;
-        let res = g.unregister_local(reader_index);
+        g.unregister_local(reader_index)?;
         g.release_if_unread();
         // Copies of this reader carried into later generations never get
         // adopted now: free them (reapers would, later).
@@ -1454,8 +1451,9 @@ impl SlotBackend for PosixSlotAllocator {
             }
             n = x.next.get();
         }
-        self.depths.readers[usize::from(reader_index) % 64].store(0, Ordering::Relaxed);
-        res
+        // Registered, so below 64.
+        self.depths.readers[usize::from(reader_index)].store(0, Ordering::Relaxed);
+        Ok(())
     }
 
     fn reader_stats(&self, reader_index: u8) -> Result<ReaderStats, SlotError> {
@@ -1481,9 +1479,6 @@ impl SlotBackend for PosixSlotAllocator {
         self.spin
     }
     fn ensure_capacity(&self, len: usize) -> Result<(), SlotError> {
-        if len <= self.writer_gen().info.capacity as usize && self.info.growth == GrowthStrategy::Static {
-            return Ok(());
-        }
         self.grow_for(len)
     }
     fn notify_generation(&self) -> u64 {
