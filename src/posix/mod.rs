@@ -209,6 +209,41 @@ impl PosixSlotAllocatorBuilder {
     pub fn create(self, flink_path: impl AsRef<Path>) -> Result<PosixSlotAllocator, OpenError> {
         PosixSlotAllocator::create_with(self, flink_path.as_ref())
     }
+
+    /// Attaches to the ring published at `flink_path` or, when there is
+    /// none, creates it with these options: what each of several processes
+    /// sharing one ring does when any of them may come first (a domain's
+    /// multicast ring, a DDS topic's ring). A creator racing us, or the last
+    /// participant removing the ring right now, makes it try again (up to 64
+    /// times). An attached handle takes this builder's spin budget; the
+    /// other options are the creator's.
+    ///
+    /// # Errors
+    /// As [`attach`](PosixSlotAllocator::attach) and
+    /// [`create`](Self::create); the last `InUse` / `Exists` when every try
+    /// lost a race.
+    pub fn attach_or_create(self, flink_path: impl AsRef<Path>) -> Result<PosixSlotAllocator, OpenError> {
+        let flink_path = flink_path.as_ref();
+        let mut last = None;
+        for _ in 0..64 {
+            match PosixSlotAllocator::attach_in(flink_path, self.discovery_dir.as_ref()) {
+                Ok(mut ring) => {
+                    ring.set_spin_budget(self.spin);
+                    return Ok(ring);
+                }
+                Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            match self.clone().create(flink_path) {
+                Ok(ring) => return Ok(ring),
+                Err(e @ (OpenError::InUse { .. } | OpenError::Exists(_))) => last = Some(e),
+                Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            std::thread::yield_now();
+        }
+        Err(last.unwrap_or_else(|| OpenError::Io { op: "attach or create", path: flink_path.to_owned(), source: std::io::ErrorKind::WouldBlock.into() }))
+    }
 }
 
 /// A slot ring in POSIX shared memory.

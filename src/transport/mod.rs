@@ -440,10 +440,6 @@ fn multicast_name(domain: u32) -> String {
     format!("dds-d{domain}-multicast")
 }
 
-fn not_found(e: &OpenError) -> bool {
-    matches!(e, OpenError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
-}
-
 impl ShmTransport {
     /// A transport for `config`'s domain. Reads this process's same-host
     /// identity and creates the discovery directory if missing.
@@ -534,33 +530,16 @@ impl ShmTransport {
         let c = &self.sh.config;
         let name = multicast_name(c.domain_id);
         let what = || format!("multicast ring {}", self.sh.dir.join(&name).display());
-        let mut last = None;
-        // Attach, or create if there is none; a creator racing us, or the
-        // last participant removing it right now, makes us go round again.
-        for _ in 0..64 {
-            match PosixSlotAllocator::attach_in(&name, Some(&self.sh.dir)) {
-                Ok(ring) => return self.port(ring, self.multicast_locator()),
-                Err(e) if not_found(&e) => {}
-                Err(source) => return Err(TransportError::Open { what: what(), source }),
-            }
-            let made = PosixSlotAllocator::builder(c.multicast_slot_count, c.slot_capacity)
-                .growth(c.growth)
-                .overflow_policy(c.overflow)
-                .max_readers(64)
-                .max_writers(c.max_senders)
-                .remove_on_drop(false)
-                .discovery_dir(&self.sh.dir)
-                .create(&name);
-            match made {
-                Ok(ring) => return self.port(ring, self.multicast_locator()),
-                Err(e @ (OpenError::InUse { .. } | OpenError::Exists(_))) => last = Some(e),
-                Err(OpenError::Io { source, .. }) if source.kind() == io::ErrorKind::WouldBlock => {}
-                Err(source) => return Err(TransportError::Open { what: what(), source }),
-            }
-            std::thread::yield_now();
-        }
-        let source = last.unwrap_or(OpenError::Io { op: "attach or create", path: self.sh.dir.join(&name), source: io::ErrorKind::WouldBlock.into() });
-        Err(TransportError::Open { what: what(), source })
+        PosixSlotAllocator::builder(c.multicast_slot_count, c.slot_capacity)
+            .growth(c.growth)
+            .overflow_policy(c.overflow)
+            .max_readers(64)
+            .max_writers(c.max_senders)
+            .remove_on_drop(false)
+            .discovery_dir(&self.sh.dir)
+            .attach_or_create(&name)
+            .map_err(|source| TransportError::Open { what: what(), source })
+            .and_then(|ring| self.port(ring, self.multicast_locator()))
     }
 
     fn port(&self, mut ring: PosixSlotAllocator, locator: Locator) -> Result<InputPort, TransportError> {
