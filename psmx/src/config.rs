@@ -95,6 +95,8 @@ fn pairs(strings: &[&[u8]]) -> Result<Vec<(String, String)>, ConfigError> {
                 escaped = false;
             } else if !in_value && c == b'=' {
                 in_value = true;
+            } else if !in_value && c == b';' {
+                flush(&mut key, &mut value, in_value)?;
             } else if !in_value {
                 key.push(c);
             } else if c == b'\\' {
