@@ -29,6 +29,8 @@ pub const DDS_RETCODE_ERROR: DdsReturn = -1;
 pub const DDS_RETCODE_BAD_PARAMETER: DdsReturn = -3;
 pub const DDS_RETCODE_OUT_OF_RESOURCES: DdsReturn = -5;
 pub const DDS_RETCODE_TIMEOUT: DdsReturn = -10;
+/// `DDS_RETCODE_NOT_FOUND` (`DDS_XRETCODE(10)`).
+pub const DDS_RETCODE_NOT_FOUND: DdsReturn = -60;
 
 pub const ENDPOINT_TYPE_UNSET: EndpointType = 0;
 pub const ENDPOINT_TYPE_READER: EndpointType = 1;

@@ -179,6 +179,9 @@ pub struct TopicImpl {
     /// The instance's numeric id (Cyclone derives it from the domain id and
     /// the instance name: equal in every process of the domain).
     pub instance_id: u32,
+    /// This host namespace's id: a process of another namespace that shares
+    /// the discovery directory (but not `/dev/shm`) names other rings.
+    pub namespace: u64,
 }
 
 const TOPIC_OPS: TopicOps = TopicOps { create_endpoint: Some(create_endpoint), delete_endpoint: Some(delete_endpoint) };
@@ -197,6 +200,7 @@ unsafe extern "C" fn create_topic_with_type(psmx: *mut Psmx, topic_name: *const 
         sizeof_type,
         config: inst.config.clone(),
         instance_id: inst.c.instance_id,
+        namespace: u64::from_be_bytes(inst.node_id.x[8..].try_into().unwrap_or_default()),
     });
     Box::into_raw(t).cast()
 }
@@ -216,10 +220,10 @@ fn sanitize(s: &str, max: usize) -> String {
 impl TopicImpl {
     /// The flink name of the ring that carries this topic in `partition`:
     /// readable parts (domain's instance id, partition, topic, type; cut
-    /// and with unusual characters replaced) and a hash of the exact ones,
-    /// so that two topics never share a ring.
+    /// and with unusual characters replaced) and a hash of the exact ones and
+    /// the namespace, so that two topics never share a ring.
     pub fn ring_name(&self, partition: &str) -> String {
-        let exact = format!("{:08x}\0{partition}\0{}\0{}", self.instance_id, self.topic_name, self.type_name);
+        let exact = format!("{:016x}\0{:08x}\0{partition}\0{}\0{}", self.namespace, self.instance_id, self.topic_name, self.type_name);
         let h = shmslot::type_hash(&exact, 0, 0);
         let hash: String = h[..6].iter().map(|b| format!("{b:02x}")).collect();
         let part = if partition.is_empty() { String::new() } else { format!("{}.", sanitize(partition, 40)) };
@@ -310,6 +314,7 @@ mod tests {
             sizeof_type: 0,
             config: Config::default(),
             instance_id: 0x1234_abcd,
+            namespace: 7,
         }
     }
 
@@ -322,6 +327,7 @@ mod tests {
         // Sanitising maps both to the same text; the hash keeps them apart.
         assert_ne!(topic("a/b", "T").ring_name(""), topic("a_b", "T").ring_name(""));
         assert_ne!(a.ring_name("p1"), a.ring_name(""));
+        assert_ne!(a.ring_name(""), TopicImpl { namespace: 8, ..topic("rt/chatter", "std_msgs::msg::dds_::String_") }.ring_name(""));
         assert!(a.ring_name("p1").starts_with("cyclone.1234abcd.p1.rt_chatter."));
         let long = topic(&"x".repeat(1000), &"y".repeat(1000)).ring_name(&"z".repeat(1000));
         assert!(long.len() < 255, "{}", long.len());

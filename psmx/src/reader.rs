@@ -28,6 +28,9 @@ use crate::loan::{AlignedBuf, Bytes, Loan, HEADER, PID_AT};
 /// How long the thread parks before it looks at its stop flag again.
 const PARK: Duration = Duration::from_millis(25);
 
+/// How long a sample waits for Cyclone to discover its writer.
+const UNKNOWN_WRITER_WAIT: Duration = Duration::from_secs(5);
+
 /// What the endpoint and its thread share.
 pub struct Shared {
     pub ring: PosixSlotAllocator,
@@ -221,11 +224,29 @@ fn deliver(s: &Shared, d: &Ddsc, reader: DdsEntity, guid: &Guid, pid: u32, ep: *
         unsafe { Loan::unref(loan) };
         return;
     }
-    // SAFETY: a live reader entity and a fully initialised loan; Cyclone
-    // takes its own reference if it keeps the loan.
-    let rc = unsafe { (d.reader_store_loaned_sample)(reader, loan) };
-    if rc == ffi::DDS_RETCODE_OK {
-        s.delivered.fetch_add(1, Ordering::Relaxed);
+    // Cyclone drops a sample whose writer it does not know yet (NOT_FOUND):
+    // the ring can be faster than discovery. The sample waits for it, up to
+    // UNKNOWN_WRITER_WAIT, holding up the ring as a slow reader would (a
+    // reliable writer waits, nothing is lost).
+    let since = std::time::Instant::now();
+    let rc = loop {
+        // SAFETY: a live reader entity and a fully initialised loan; Cyclone
+        // takes its own reference if it keeps the loan.
+        let rc = unsafe { (d.reader_store_loaned_sample)(reader, loan) };
+        if rc != ffi::DDS_RETCODE_NOT_FOUND || since.elapsed() > UNKNOWN_WRITER_WAIT || s.stop.load(Ordering::Relaxed) {
+            break rc;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    match rc {
+        ffi::DDS_RETCODE_OK => {
+            s.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        ffi::DDS_RETCODE_NOT_FOUND => {
+            s.rejected.fetch_add(1, Ordering::Relaxed);
+            complain(d, complained, &format!("ring {}: a sample of a writer Cyclone did not discover within {UNKNOWN_WRITER_WAIT:?}, dropped", s.ring.flink_path().display()));
+        }
+        _ => {}
     }
     // SAFETY: gives back our reference.
     unsafe { Loan::unref(loan) };

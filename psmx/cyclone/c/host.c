@@ -11,7 +11,8 @@
 //      for their acknowledgements and exits.
 // sub: takes COUNT samples (fixed: as loans), checks order, uniqueness and
 //      checksums, and prints one line:
-//      "received N in_order N checksum_ok N loans_in_shm N"
+//      "received N in_order N checksum_ok N loans_in_shm N" (in_order:
+//      new sequence numbers, each above the last of its instance)
 //
 // Both print "ready" once matched, and report errors on stderr.
 #include <stdio.h>
@@ -114,8 +115,6 @@ static int publish (dds_entity_t pp, dds_entity_t tp, int fixed, uint32_t count,
     dds_sleepfor (DDS_MSECS (10));
     dds_get_publication_matched_status (wr, &st);
   } while (st.current_count < subs);
-  // The readers' side must know this writer too before samples arrive.
-  dds_sleepfor (DDS_MSECS (300));
   printf ("ready\n");
   fflush (stdout);
   uint8_t *buf = malloc (256 * 1024 + 16);
@@ -171,7 +170,9 @@ static int subscribe (dds_entity_t pp, dds_entity_t tp, int fixed, uint32_t coun
   printf ("ready\n");
   fflush (stdout);
   uint32_t received = 0, in_order = 0, ok = 0, shm = 0;
-  uint32_t expect_next = 0;
+  // In order per instance (keyless: one instance), each sequence once.
+  int64_t last[7] = { -1, -1, -1, -1, -1, -1, -1 };
+  uint8_t *seen = calloc (count ? count : 1, 1);
   dds_time_t deadline = dds_time () + DDS_SECS (60);
   while (received < count && dds_time () < deadline)
   {
@@ -185,7 +186,7 @@ static int subscribe (dds_entity_t pp, dds_entity_t tp, int fixed, uint32_t coun
       {
         if (!infos[i].valid_data)
           continue;
-        uint32_t seq;
+        uint32_t seq, inst = 0;
         if (fixed)
         {
           const shmslot_test_Flat *s = samples[i];
@@ -197,16 +198,21 @@ static int subscribe (dds_entity_t pp, dds_entity_t tp, int fixed, uint32_t coun
         {
           const shmslot_test_Var *s = samples[i];
           seq = s->seq;
+          inst = s->id % 7;
           ok += s->checksum == checksum (seq, s->data._buffer, s->data._length) && s->data._length == var_size (seq, count) && s->id == seq % 7;
         }
-        in_order += seq == expect_next;
-        expect_next = seq + 1;
+        const int fresh = seq < count && !seen[seq];
+        if (fresh)
+          seen[seq] = 1;
+        in_order += fresh && (int64_t) seq > last[inst];
+        last[inst] = seq;
         received++;
       }
       dds_return_loan (rd, samples, n);
       memset (samples, 0, sizeof samples);
     }
   }
+  free (seen);
   printf ("received %" PRIu32 " in_order %" PRIu32 " checksum_ok %" PRIu32 " loans_in_shm %" PRIu32 "\n", received, in_order, ok, shm);
   fflush (stdout);
   // Stay a moment: samples beyond COUNT (duplicates) would show up here.

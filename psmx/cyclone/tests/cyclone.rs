@@ -1,0 +1,273 @@
+//! Cyclone DDS 11.0.1 applications, unmodified, over the shmslot PSMX
+//! plugin: separate processes of the C host program (`c/host.c`), the
+//! plugin named only in `CYCLONEDDS_URI`. Each test has its own Cyclone
+//! domain and discovery directory, and checks that nothing is left behind.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use shmslot::PosixSlotAllocator;
+
+/// The plugin cargo built beside this test (`target/<profile>/`).
+fn plugin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join("libpsmx_shmslot.so");
+    assert!(p.is_file(), "{} missing: build the plugin first (cargo build --release -p psmx_shmslot)", p.display());
+    p
+}
+
+/// A Cyclone domain id of its own per test (they run in parallel).
+fn domain(n: u32) -> u32 {
+    (std::process::id() % 20) * 10 + n
+}
+
+/// `CYCLONEDDS_URI` for domain `d`, with or without the plugin.
+fn uri(d: u32, with_plugin: bool) -> String {
+    let psmx = if with_plugin { format!(r#"<Interfaces><PubSubMessageExchange type="shmslot" library="{}"/></Interfaces>"#, plugin().display()) } else { String::new() };
+    format!(r#"<CycloneDDS><Domain id="{d}"><General>{psmx}</General></Domain></CycloneDDS>"#)
+}
+
+/// A private discovery directory, removed at the end; `assert_empty` checks
+/// that every ring is gone.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("psmx-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir(&p).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        Self(p)
+    }
+    fn entries(&self) -> Vec<String> {
+        std::fs::read_dir(&self.0).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    }
+    /// The ring of `topic` (its flink name contains it), waiting up to 10 s.
+    fn ring(&self, topic: &str) -> PosixSlotAllocator {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(name) = self.entries().into_iter().find(|n| n.starts_with("cyclone.") && n.contains(topic)) {
+                return PosixSlotAllocator::attach_in(&name, Some(&self.0)).unwrap();
+            }
+            assert!(Instant::now() < until, "no ring for {topic} in {}: {:?}", self.0.display(), self.entries());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    fn assert_empty(&self) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !self.entries().is_empty() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(self.entries(), Vec::<String>::new(), "left behind in {}", self.0.display());
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        // Whatever a failed test left: its segments too.
+        let _ = shmslot::discovery::clean(&self.0, false, true);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A host process; its stdout lines arrive on a channel.
+struct Host {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    name: String,
+}
+
+impl Host {
+    fn start(name: &str, args: &[&str], uri: &str, dir: &Dir, via: &[&str]) -> Self {
+        let host = env!("CYCLONE_HOST");
+        let mut cmd = if via.is_empty() {
+            Command::new(host)
+        } else {
+            let mut c = Command::new(via[0]);
+            c.args(&via[1..]).arg(host);
+            c
+        };
+        cmd.args(args).env("CYCLONEDDS_URI", uri).env("SHMSLOT_DIR", &dir.0).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Self { child, lines, name: name.to_owned() }
+    }
+    /// Waits for a line starting with `prefix`.
+    fn expect(&self, prefix: &str, within: Duration) -> String {
+        let until = Instant::now() + within;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("{}: no line starting with {prefix:?} within {within:?}", self.name),
+            }
+        }
+    }
+    fn wait_ok(mut self) {
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "{} exited with {st}", self.name);
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The numbers of a subscriber's result line.
+fn result(line: &str) -> [u64; 4] {
+    let v: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(v.len(), 4, "{line}");
+    [v[0], v[1], v[2], v[3]]
+}
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn fixed_size_reliable_samples_arrive_in_order_once_through_the_ring() {
+    let dir = Dir::new("fixed");
+    let u = uri(domain(0), true);
+    let sub = Host::start("sub", &["sub", "fixed", "10000"], &u, &dir, &[]);
+    let ring = dir.ring("shmslot_fixed");
+    let publisher = Host::start("pub", &["pub", "fixed", "10000", "1"], &u, &dir, &[]);
+    let r = result(&sub.expect("received", WAIT));
+    assert_eq!(r[..3], [10_000, 10_000, 10_000], "received, in order, checksums");
+    assert_eq!(sub.expect("extra", WAIT), "extra 0");
+    publisher.wait_ok();
+    sub.wait_ok();
+    // The ring carried every sample: 10,000 written, one ring reader
+    // (the subscriber's) released all of them.
+    let st = ring.status();
+    assert_eq!(st.write_seq, 10_000);
+    drop(ring);
+    dir.assert_empty();
+}
+
+#[test]
+fn variable_size_keyed_samples_grow_the_ring() {
+    let dir = Dir::new("var");
+    let u = uri(domain(1), true);
+    let sub = Host::start("sub", &["sub", "var", "1000"], &u, &dir, &[]);
+    let ring = dir.ring("shmslot_var");
+    let publisher = Host::start("pub", &["pub", "var", "1000", "1"], &u, &dir, &[]);
+    let r = result(&sub.expect("received", WAIT));
+    assert_eq!(r[..3], [1000, 1000, 1000], "received, each once in order per key, checksums and sizes");
+    // 256 KiB samples do not fit the first 4 KiB slots: the flink file now
+    // names a generation with slots of at least 256 KiB (looked at while
+    // the subscriber lingers, before the last participant removes it).
+    let name = dir.entries().into_iter().find(|n| n.contains("shmslot_var")).unwrap();
+    let info = shmslot::discovery::read_flink(&dir.0.join(name)).unwrap();
+    assert!(info.capacity >= 256 * 1024, "slots of {} bytes: the ring never grew", info.capacity);
+    assert_eq!(sub.expect("extra", WAIT), "extra 0");
+    publisher.wait_ok();
+    sub.wait_ok();
+    drop(ring);
+    dir.assert_empty();
+}
+
+#[test]
+fn a_participant_without_the_plugin_gets_every_sample_over_udp_once() {
+    let dir = Dir::new("mixed");
+    let d = domain(2);
+    let shm = Host::start("sub-shm", &["sub", "fixed", "2000"], &uri(d, true), &dir, &[]);
+    let udp = Host::start("sub-udp", &["sub", "fixed", "2000"], &uri(d, false), &dir, &[]);
+    let ring = dir.ring("shmslot_fixed");
+    let publisher = Host::start("pub", &["pub", "fixed", "2000", "2"], &uri(d, true), &dir, &[]);
+    let r = result(&shm.expect("received", WAIT));
+    assert_eq!(r[..3], [2000, 2000, 2000], "{}", shm.name);
+    // Only the plugin's subscriber reads the ring (looked at while it
+    // lingers, before it leaves).
+    let st = ring.status();
+    assert_eq!(st.write_seq, 2000);
+    assert_eq!(st.readers.len(), 1, "{:?}", st.readers);
+    assert_eq!(st.readers[0].received, 2000);
+    let r = result(&udp.expect("received", WAIT));
+    assert_eq!(r[..3], [2000, 2000, 2000], "{}", udp.name);
+    assert_eq!(r[3], 0, "the UDP subscriber's samples are not in a ring");
+    for s in [&shm, &udp] {
+        assert_eq!(s.expect("extra", WAIT), "extra 0", "{}", s.name);
+    }
+    publisher.wait_ok();
+    shm.wait_ok();
+    udp.wait_ok();
+    drop(ring);
+    dir.assert_empty();
+}
+
+#[test]
+fn another_ipc_namespace_with_its_own_dev_shm_gets_the_data_over_udp() {
+    let probe = Command::new("unshare").args(["--ipc", "--mount", "true"]).output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: cannot create namespaces here ({probe:?})");
+        return;
+    }
+    let dir = Dir::new("ipcns");
+    let u = uri(domain(3), true);
+    let via = ["unshare", "--ipc", "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs -o mode=1777 tmpfs /dev/shm && exec \"$0\" \"$@\""];
+    let other = Host::start("sub-other-ns", &["sub", "fixed", "1000"], &u, &dir, &via);
+    let publisher = Host::start("pub", &["pub", "fixed", "1000", "1"], &u, &dir, &[]);
+    let r = result(&other.expect("received", WAIT));
+    assert_eq!(r[..3], [1000, 1000, 1000]);
+    assert_eq!(r[3], 0, "no sample may come through a ring across namespaces");
+    assert_eq!(other.expect("extra", WAIT), "extra 0");
+    publisher.wait_ok();
+    other.wait_ok();
+    dir.assert_empty();
+}
+
+#[test]
+fn a_killed_subscriber_does_not_stop_the_publisher_and_a_new_one_matches() {
+    let dir = Dir::new("kill");
+    let u = uri(domain(4), true);
+    let mut first = Host::start("sub-1", &["sub", "fixed", "1000000"], &u, &dir, &[]);
+    let ring = dir.ring("shmslot_fixed");
+    // A publisher of 50,000 samples; the first subscriber dies early.
+    let publisher = Host::start("pub", &["pub", "fixed", "50000", "1"], &u, &dir, &[]);
+    publisher.expect("ready", WAIT);
+    let until = Instant::now() + WAIT;
+    while ring.status().write_seq < 1000 {
+        assert!(Instant::now() < until, "publisher never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    publisher.wait_ok();
+    assert_eq!(ring.status().write_seq, 50_000, "the publisher finished over the ring");
+    // A new subscriber matches a new publisher on the same ring.
+    let second = Host::start("sub-2", &["sub", "fixed", "500"], &u, &dir, &[]);
+    let again = Host::start("pub-2", &["pub", "fixed", "500", "1"], &u, &dir, &[]);
+    let r = result(&second.expect("received", WAIT));
+    assert_eq!(r[..3], [500, 500, 500]);
+    again.wait_ok();
+    second.wait_ok();
+    drop(ring);
+    dir.assert_empty();
+}
+
+#[test]
+fn a_bad_plugin_config_is_a_clear_error_not_a_crash() {
+    let dir = Dir::new("badcfg");
+    let u = format!(
+        r#"<CycloneDDS><Domain id="{}"><General><Interfaces><PubSubMessageExchange type="shmslot" library="{}" config="SLOTS=100;"/></Interfaces></General></Domain></CycloneDDS>"#,
+        domain(5),
+        plugin().display()
+    );
+    let out = Command::new(env!("CYCLONE_HOST")).args(["sub", "fixed", "1"]).env("CYCLONEDDS_URI", u).env("SHMSLOT_DIR", &dir.0).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "the participant cannot be made: {err}");
+    assert!(err.contains("SLOTS=\"100\" is invalid (a power of two from 2 to 65536)"), "{err}");
+    dir.assert_empty();
+}
