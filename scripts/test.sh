@@ -2,10 +2,27 @@
 # Runs every test of shmslot: the workspace suite (unit, conformance,
 # cross-process, crashes and kills, corrupt segments, hostile scribbler,
 # permissions, differential, allocation, locators, the transport across
-# processes, users and IPC namespaces, flink CLI) under nextest, then the
-# loom models of the ring protocol.
+# processes, users and IPC namespaces, flink CLI, Cyclone DDS 11 over the
+# PSMX plugin) under nextest, then the loom models of the ring protocol.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The Cyclone DDS tests of the PSMX plugin build Cyclone 11.0.1 from source
+# (cmake) and cyclors' bindings of it (bindgen, which needs libclang).
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing ${missing[*]} (apt-get) =="
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "missing: ${missing[*]}. Install them first:" >&2
+        echo "  sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+fi
 
 echo "== workspace tests (cargo nextest, release profile) =="
 cargo nextest run --workspace --release --no-fail-fast --features shmslot/dust-dds
