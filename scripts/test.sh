@@ -24,6 +24,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
+echo "== the PSMX plugin library (its Cyclone tests load it) =="
+cargo build --release -p psmx_shmslot
+
 echo "== workspace tests (cargo nextest, release profile) =="
 cargo nextest run --workspace --release --no-fail-fast --features shmslot/dust-dds
 
