@@ -17,6 +17,9 @@ use crate::ffi::{DdsEntity, DdsReturn, Guid, LoanedSample, Qos};
 /// The libddsc functions, resolved once per process.
 pub struct Ddsc {
     pub reader_store_loaned_sample: unsafe extern "C" fn(DdsEntity, *mut LoanedSample) -> DdsReturn,
+    /// The same, with the writer's QoS given: accepts samples of writers
+    /// Cyclone does not know (not discovered yet, or already gone).
+    pub reader_store_loaned_sample_wr_metadata: unsafe extern "C" fn(DdsEntity, *mut LoanedSample, i32, bool, i64) -> DdsReturn,
     pub qget_reliability: unsafe extern "C" fn(*const Qos, *mut u32, *mut i64) -> bool,
     pub qget_durability: unsafe extern "C" fn(*const Qos, *mut u32) -> bool,
     pub qget_partition: unsafe extern "C" fn(*const Qos, *mut u32, *mut *mut *mut c_char) -> bool,
@@ -128,6 +131,7 @@ fn from_handle(h: *mut c_void, found_in: String) -> Result<Ddsc, String> {
     }
     Ok(Ddsc {
         reader_store_loaned_sample: func!(ANCHOR, unsafe extern "C" fn(DdsEntity, *mut LoanedSample) -> DdsReturn),
+        reader_store_loaned_sample_wr_metadata: func!(c"dds_reader_store_loaned_sample_wr_metadata", unsafe extern "C" fn(DdsEntity, *mut LoanedSample, i32, bool, i64) -> DdsReturn),
         qget_reliability: func!(c"dds_qget_reliability", unsafe extern "C" fn(*const Qos, *mut u32, *mut i64) -> bool),
         qget_durability: func!(c"dds_qget_durability", unsafe extern "C" fn(*const Qos, *mut u32) -> bool),
         qget_partition: func!(c"dds_qget_partition", unsafe extern "C" fn(*const Qos, *mut u32, *mut *mut *mut c_char) -> bool),

@@ -43,10 +43,6 @@ pub const SAMPLE_STATE_LAST: SampleState = 4;
 pub const FEATURE_SHARED_MEMORY: Features = 1 << 0;
 pub const FEATURE_ZERO_COPY: Features = 1 << 1;
 
-/// `DDS_DATA_TYPE_IS_MEMCPY_SAFE`: the type has no pointers; its samples can
-/// travel raw (the application's in-memory representation).
-pub const TYPE_IS_MEMCPY_SAFE: TypeProps = 1 << 63;
-
 /// `DDS_LOAN_ORIGIN_KIND_PSMX`.
 pub const LOAN_ORIGIN_KIND_PSMX: u32 = 1;
 

@@ -14,7 +14,6 @@
 //! | deadline, liveliness, lifespan, ownership | applied by Cyclone | |
 
 use std::ffi::{c_char, CStr};
-use std::path::PathBuf;
 
 use shmslot::{GrowthStrategy, NamespaceId, PosixSlotAllocator};
 
@@ -62,6 +61,9 @@ impl Instance {
     /// When this process's namespace cannot be read.
     pub fn create(config: Config) -> Result<*mut Psmx, String> {
         let ns = NamespaceId::current().map_err(|e| format!("reading this host's namespace: {e}"))?;
+        if let Ok(d) = ddsc::get() {
+            d.log(ffi::LC_INFO, &format!("namespace {ns}, libddsc found in {}", d.found_in));
+        }
         let inst = Box::new(Self {
             c: Psmx { ops: INSTANCE_OPS, instance_name: std::ptr::null(), priority: 0, locator: std::ptr::null(), instance_id: 0, psmx_topics: std::ptr::null_mut() },
             config,
@@ -172,7 +174,6 @@ pub struct TopicImpl {
     pub c: Topic,
     pub topic_name: String,
     pub type_name: String,
-    pub props: TypeProps,
     /// In-memory size of the type, 0 if unknown.
     pub sizeof_type: u32,
     pub config: Config,
@@ -186,7 +187,7 @@ pub struct TopicImpl {
 
 const TOPIC_OPS: TopicOps = TopicOps { create_endpoint: Some(create_endpoint), delete_endpoint: Some(delete_endpoint) };
 
-unsafe extern "C" fn create_topic_with_type(psmx: *mut Psmx, topic_name: *const c_char, type_name: *const c_char, props: TypeProps, _type: *const DdsiType, sizeof_type: u32) -> *mut Topic {
+unsafe extern "C" fn create_topic_with_type(psmx: *mut Psmx, topic_name: *const c_char, type_name: *const c_char, _props: TypeProps, _type: *const DdsiType, sizeof_type: u32) -> *mut Topic {
     if psmx.is_null() || topic_name.is_null() || type_name.is_null() {
         return std::ptr::null_mut();
     }
@@ -196,7 +197,6 @@ unsafe extern "C" fn create_topic_with_type(psmx: *mut Psmx, topic_name: *const 
         c: Topic { ops: TOPIC_OPS, psmx_instance: std::ptr::null_mut(), topic_name: std::ptr::null(), type_name: std::ptr::null(), data_type: 0, psmx_endpoints: std::ptr::null_mut(), data_type_props: 0 },
         topic_name: topic.to_string_lossy().into_owned(),
         type_name: ty.to_string_lossy().into_owned(),
-        props,
         sizeof_type,
         config: inst.config.clone(),
         instance_id: inst.c.instance_id,
@@ -252,11 +252,6 @@ impl TopicImpl {
         }
         b.attach_or_create(&name).map_err(|e| format!("topic {:?} ring {name}: {e}", self.topic_name))
     }
-
-    /// The discovery directory rings go to.
-    pub fn dir(&self) -> PathBuf {
-        self.config.dir.clone().unwrap_or_else(shmslot::default_discovery_dir)
-    }
 }
 
 unsafe extern "C" fn create_endpoint(topic: *mut Topic, qos: *const Qos, kind: EndpointType) -> *mut Endpoint {
@@ -310,7 +305,6 @@ mod tests {
             c: Topic { ops: TOPIC_OPS, psmx_instance: std::ptr::null_mut(), topic_name: std::ptr::null(), type_name: std::ptr::null(), data_type: 0, psmx_endpoints: std::ptr::null_mut(), data_type_props: 0 },
             topic_name: name.into(),
             type_name: ty.into(),
-            props: 0,
             sizeof_type: 0,
             config: Config::default(),
             instance_id: 0x1234_abcd,

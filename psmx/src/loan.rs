@@ -49,6 +49,19 @@ impl AlignedBuf {
         let ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?;
         Some(Self { ptr, layout })
     }
+    /// A copy of `len` bytes at `src` (no zeroing first).
+    ///
+    /// # Safety
+    /// `src` is readable for `len` bytes.
+    pub unsafe fn copy_of(src: *const u8, len: usize) -> Option<Self> {
+        let layout = Layout::from_size_align(len.max(1), PAYLOAD_ALIGN).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = NonNull::new(unsafe { std::alloc::alloc(layout) })?;
+        // SAFETY: `src` is readable for `len` bytes (the caller's contract),
+        // the fresh block writable for at least `len`; they cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src, ptr.as_ptr(), len) };
+        Some(Self { ptr, layout })
+    }
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }

@@ -28,8 +28,9 @@ use crate::loan::{AlignedBuf, Bytes, Loan, HEADER, PID_AT};
 /// How long the thread parks before it looks at its stop flag again.
 const PARK: Duration = Duration::from_millis(25);
 
-/// How long a sample waits for Cyclone to discover its writer.
-const UNKNOWN_WRITER_WAIT: Duration = Duration::from_secs(5);
+/// How long the first sample of a writer Cyclone does not know waits for
+/// discovery before it is stored with default writer QoS.
+const UNKNOWN_WRITER_WAIT: Duration = Duration::from_millis(100);
 
 /// What the endpoint and its thread share.
 pub struct Shared {
@@ -44,6 +45,9 @@ pub struct Shared {
     pub ignored: AtomicU64,
     /// Slots whose contents failed the checks (skipped, logged once).
     pub rejected: AtomicU64,
+    /// Samples stored with default writer QoS (their writer was unknown to
+    /// Cyclone: not discovered yet, or gone).
+    pub unknown: AtomicU64,
 }
 
 /// `dds_psmx_endpoint_t` of a reader and what the plugin keeps for it.
@@ -72,6 +76,7 @@ pub fn create(ring: PosixSlotAllocator, qos: &QosView) -> Result<*mut Endpoint, 
         delivered: AtomicU64::new(0),
         ignored: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
+        unknown: AtomicU64::new(0),
     });
     let ep = Box::new(ReaderEp { c: Endpoint { ops: OPS, psmx_topic: std::ptr::null_mut(), endpoint_type: ffi::ENDPOINT_TYPE_UNSET }, shared, thread: None });
     Ok(Box::into_raw(ep).cast())
@@ -93,6 +98,20 @@ pub unsafe fn delete(ep: *mut Endpoint) {
             let _ = t.join();
         }
     }
+    if let Ok(d) = ddsc::get() {
+        let s = &ep.shared;
+        d.log(
+            ffi::LC_INFO,
+            &format!(
+                "reader endpoint on ring {} deleted: {} samples stored ({} of writers Cyclone did not know), {} ignored (own participant or process), {} rejected",
+                s.ring.flink_path().display(),
+                s.delivered.load(Ordering::Relaxed),
+                s.unknown.load(Ordering::Relaxed),
+                s.ignored.load(Ordering::Relaxed),
+                s.rejected.load(Ordering::Relaxed)
+            ),
+        );
+    }
 }
 
 unsafe extern "C" fn take(_ep: *mut Endpoint) -> *mut LoanedSample {
@@ -111,9 +130,8 @@ unsafe extern "C" fn on_data_available(ep: *mut Endpoint, reader: DdsEntity) -> 
     if rc != ffi::DDS_RETCODE_OK {
         return rc;
     }
-    let shared = Arc::clone(&r.shared);
-    let origin = ep as usize;
-    let spawned = std::thread::Builder::new().name(format!("psmx-shmslot-{reader}")).spawn(move || run(&shared, d, reader, guid, origin as *mut Endpoint));
+    let rx = Receiver { shared: Arc::clone(&r.shared), ddsc: d, reader, guid, pid: std::process::id(), origin: ep as usize, complained: false, unknown_writer: None };
+    let spawned = std::thread::Builder::new().name(format!("psmx-shmslot-{reader}")).spawn(move || rx.run());
     match spawned {
         Ok(t) => {
             r.thread = Some(t);
@@ -123,39 +141,6 @@ unsafe extern "C" fn on_data_available(ep: *mut Endpoint, reader: DdsEntity) -> 
             d.log(ffi::LC_ERROR, &format!("cannot start the receive thread: {e}"));
             ffi::DDS_RETCODE_OUT_OF_RESOURCES
         }
-    }
-}
-
-/// The receive loop of one reader endpoint.
-fn run(s: &Shared, d: &'static Ddsc, reader: DdsEntity, guid: Guid, ep: *mut Endpoint) {
-    let pid = std::process::id();
-    let mut complained = false;
-    while !s.stop.load(Ordering::Relaxed) {
-        match s.ring.next_unread_slot_timeout(s.reader, PARK) {
-            Ok(Some(h)) => {
-                deliver(s, d, reader, &guid, pid, ep, h, &mut complained);
-                if let Err(e) = s.ring.mark_read(h, s.reader) {
-                    complain(d, &mut complained, &format!("ring {}: release: {e}", s.ring.flink_path().display()));
-                }
-            }
-            Ok(None) => {}
-            // No writer attached: wait for one to commit.
-            Err(SlotError::WritersGone) => {
-                let g = s.ring.notify_generation();
-                s.ring.wait_for_change(g, PARK);
-            }
-            Err(e) => {
-                complain(d, &mut complained, &format!("ring {}: {e}", s.ring.flink_path().display()));
-                std::thread::sleep(PARK);
-            }
-        }
-    }
-    let _ = s.ring.unregister_reader(s.reader);
-}
-
-fn complain(d: &Ddsc, complained: &mut bool, msg: &str) {
-    if !std::mem::replace(complained, true) {
-        d.log(ffi::LC_WARNING, msg);
     }
 }
 
@@ -175,81 +160,142 @@ pub fn check(meta: &Metadata, len: usize) -> Result<usize, String> {
     Ok(size)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn deliver(s: &Shared, d: &Ddsc, reader: DdsEntity, guid: &Guid, pid: u32, ep: *mut Endpoint, h: SlotHandle, complained: &mut bool) {
-    let (ptr, len) = match s.ring.slot_read_ptr(h) {
-        Ok(x) => x,
-        Err(e) => {
-            complain(d, complained, &format!("ring {}: {e}", s.ring.flink_path().display()));
-            return;
+/// The receive thread of one reader endpoint.
+struct Receiver {
+    shared: Arc<Shared>,
+    ddsc: &'static Ddsc,
+    /// The DDS reader samples go to.
+    reader: DdsEntity,
+    /// Its GUID (the first 12 bytes name its participant).
+    guid: Guid,
+    pid: u32,
+    /// The endpoint, as the loans' origin (an address Cyclone compares,
+    /// never dereferenced here).
+    origin: usize,
+    /// Whether a warning was logged already (one per thread).
+    complained: bool,
+    /// The last writer Cyclone did not know: its further samples are stored
+    /// with default writer QoS at once.
+    unknown_writer: Option<Guid>,
+}
+
+impl Receiver {
+    fn run(mut self) {
+        let s = Arc::clone(&self.shared);
+        while !s.stop.load(Ordering::Relaxed) {
+            match s.ring.next_unread_slot_timeout(s.reader, PARK) {
+                Ok(Some(h)) => {
+                    self.deliver(h);
+                    if let Err(e) = s.ring.mark_read(h, s.reader) {
+                        self.complain(&format!("release: {e}"));
+                    }
+                }
+                Ok(None) => {}
+                // No writer attached: wait for one to commit.
+                Err(SlotError::WritersGone) => {
+                    let g = s.ring.notify_generation();
+                    s.ring.wait_for_change(g, PARK);
+                }
+                Err(e) => {
+                    self.complain(&e.to_string());
+                    std::thread::sleep(PARK);
+                }
+            }
         }
-    };
-    if len < HEADER {
-        s.rejected.fetch_add(1, Ordering::Relaxed);
-        complain(d, complained, &format!("ring {}: a {len}-byte sample (shorter than the {HEADER}-byte header), skipped", s.ring.flink_path().display()));
-        return;
+        let _ = s.ring.unregister_reader(s.reader);
     }
-    // SAFETY: the held slot's region is `len >= HEADER` bytes, readable until
-    // mark_read; both reads copy (another process may change the bytes).
-    let (meta, writer_pid) = unsafe { (ptr.cast::<Metadata>().read_unaligned(), ptr.add(PID_AT).cast::<u32>().read_unaligned()) };
-    let size = match check(&meta, len) {
-        Ok(n) => n,
-        Err(e) => {
+
+    /// Logs the first problem of this thread (a scribbled ring would
+    /// otherwise flood the log).
+    fn complain(&mut self, msg: &str) {
+        if !std::mem::replace(&mut self.complained, true) {
+            self.ddsc.log(ffi::LC_WARNING, &format!("ring {}: {msg}", self.shared.ring.flink_path().display()));
+        }
+    }
+
+    /// Hands the held sample `h` to Cyclone (or skips it: bad metadata, or
+    /// a sample this reader ignores).
+    fn deliver(&mut self, h: SlotHandle) {
+        let s = Arc::clone(&self.shared);
+        let (ptr, len) = match s.ring.slot_read_ptr(h) {
+            Ok(x) => x,
+            Err(e) => return self.complain(&e.to_string()),
+        };
+        if len < HEADER {
             s.rejected.fetch_add(1, Ordering::Relaxed);
-            complain(d, complained, &format!("ring {}: {e}, skipped", s.ring.flink_path().display()));
+            return self.complain(&format!("a {len}-byte sample (shorter than the {HEADER}-byte header), skipped"));
+        }
+        // SAFETY: the held slot's region is `len >= HEADER` bytes, readable
+        // until mark_read; both reads copy (another process may change the
+        // bytes).
+        let (meta, writer_pid) = unsafe { (ptr.cast::<Metadata>().read_unaligned(), ptr.add(PID_AT).cast::<u32>().read_unaligned()) };
+        let size = match check(&meta, len) {
+            Ok(n) => n,
+            Err(e) => {
+                s.rejected.fetch_add(1, Ordering::Relaxed);
+                return self.complain(&format!("{e}, skipped"));
+            }
+        };
+        let ignore = match s.ignore_local {
+            ffi::IGNORELOCAL_PARTICIPANT => meta.guid.v[..12] == self.guid.v[..12],
+            ffi::IGNORELOCAL_PROCESS => writer_pid == self.pid,
+            _ => false,
+        };
+        if ignore {
+            s.ignored.fetch_add(1, Ordering::Relaxed);
             return;
         }
-    };
-    let ignore = match s.ignore_local {
-        ffi::IGNORELOCAL_PARTICIPANT => meta.guid.v[..12] == guid.v[..12],
-        ffi::IGNORELOCAL_PROCESS => writer_pid == pid,
-        _ => false,
-    };
-    if ignore {
-        s.ignored.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    let Some(payload) = AlignedBuf::zeroed(size) else {
-        complain(d, complained, &format!("out of memory for a {size}-byte sample"));
-        return;
-    };
-    // SAFETY: `size` bytes lie inside the held region (checked), the buffer
-    // holds `size` bytes, and the two cannot overlap.
-    unsafe { std::ptr::copy_nonoverlapping(ptr.add(HEADER), payload.as_ptr(), size) };
-    let mut meta = Box::new(meta);
-    let (m, p) = (std::ptr::from_mut(&mut *meta), payload.as_ptr());
-    let loan = Box::into_raw(Loan::new(ep, m, p, Bytes::Heap { meta, payload })).cast::<LoanedSample>();
-    if s.stop.load(Ordering::Relaxed) {
-        // SAFETY: our one reference to the loan just made.
+        // SAFETY: `size` bytes from HEADER lie inside the held region
+        // (checked above).
+        let Some(payload) = (unsafe { AlignedBuf::copy_of(ptr.add(HEADER), size) }) else {
+            return self.complain(&format!("out of memory for a {size}-byte sample"));
+        };
+        let meta_guid = meta.guid;
+        let mut meta = Box::new(meta);
+        let (m, p) = (std::ptr::from_mut(&mut *meta), payload.as_ptr());
+        let loan = Box::into_raw(Loan::new(self.origin as *mut Endpoint, m, p, Bytes::Heap { meta, payload })).cast::<LoanedSample>();
+        match self.store(loan, meta_guid) {
+            ffi::DDS_RETCODE_OK => {
+                s.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            rc => {
+                s.rejected.fetch_add(1, Ordering::Relaxed);
+                self.complain(&format!("Cyclone refused a sample (return code {rc})"));
+            }
+        }
+        // SAFETY: gives back our reference.
         unsafe { Loan::unref(loan) };
-        return;
     }
-    // Cyclone drops a sample whose writer it does not know yet (NOT_FOUND):
-    // the ring can be faster than discovery. The sample waits for it, up to
-    // UNKNOWN_WRITER_WAIT, holding up the ring as a slow reader would (a
-    // reliable writer waits, nothing is lost).
-    let since = std::time::Instant::now();
-    let rc = loop {
-        // SAFETY: a live reader entity and a fully initialised loan; Cyclone
-        // takes its own reference if it keeps the loan.
-        let rc = unsafe { (d.reader_store_loaned_sample)(reader, loan) };
-        if rc != ffi::DDS_RETCODE_NOT_FOUND || since.elapsed() > UNKNOWN_WRITER_WAIT || s.stop.load(Ordering::Relaxed) {
-            break rc;
+
+    /// Stores `loan` in the reader's cache. Cyclone drops a sample whose
+    /// writer it does not know (NOT_FOUND): the ring can be faster than
+    /// discovery, and a writer that wrote and left is gone from Cyclone while
+    /// its samples are still in the ring. The first such sample of a writer
+    /// waits for discovery up to UNKNOWN_WRITER_WAIT; then it and the
+    /// writer's further samples are stored with default writer QoS
+    /// (ownership strength 0, auto-dispose, no lifespan): nothing a reliable
+    /// writer wrote is lost.
+    fn store(&mut self, loan: *mut LoanedSample, writer: Guid) -> DdsReturn {
+        let since = std::time::Instant::now();
+        loop {
+            if self.shared.stop.load(Ordering::Relaxed) {
+                return ffi::DDS_RETCODE_ERROR; // deleted: deliver nothing more
+            }
+            // SAFETY: a live reader entity and a fully initialised loan;
+            // Cyclone takes its own reference if it keeps the loan.
+            let rc = unsafe { (self.ddsc.reader_store_loaned_sample)(self.reader, loan) };
+            if rc != ffi::DDS_RETCODE_NOT_FOUND {
+                return rc;
+            }
+            if self.unknown_writer == Some(writer) || since.elapsed() > UNKNOWN_WRITER_WAIT {
+                self.unknown_writer = Some(writer);
+                self.shared.unknown.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: as above.
+                return unsafe { (self.ddsc.reader_store_loaned_sample_wr_metadata)(self.reader, loan, 0, true, ffi::DDS_INFINITY) };
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    match rc {
-        ffi::DDS_RETCODE_OK => {
-            s.delivered.fetch_add(1, Ordering::Relaxed);
-        }
-        ffi::DDS_RETCODE_NOT_FOUND => {
-            s.rejected.fetch_add(1, Ordering::Relaxed);
-            complain(d, complained, &format!("ring {}: a sample of a writer Cyclone did not discover within {UNKNOWN_WRITER_WAIT:?}, dropped", s.ring.flink_path().display()));
-        }
-        _ => {}
     }
-    // SAFETY: gives back our reference.
-    unsafe { Loan::unref(loan) };
 }
 
 #[cfg(test)]

@@ -242,7 +242,8 @@ impl PosixSlotAllocatorBuilder {
             }
             std::thread::yield_now();
         }
-        Err(last.unwrap_or_else(|| OpenError::Io { op: "attach or create", path: flink_path.to_owned(), source: std::io::ErrorKind::WouldBlock.into() }))
+        let path = resolve(flink_path, self.discovery_dir.as_deref(), false).unwrap_or_else(|_| flink_path.to_owned());
+        Err(last.unwrap_or(OpenError::Io { op: "attach or create", path, source: std::io::ErrorKind::WouldBlock.into() }))
     }
 }
 

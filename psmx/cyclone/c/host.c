@@ -173,7 +173,7 @@ static int subscribe (dds_entity_t pp, dds_entity_t tp, int fixed, uint32_t coun
   // In order per instance (keyless: one instance), each sequence once.
   int64_t last[7] = { -1, -1, -1, -1, -1, -1, -1 };
   uint8_t *seen = calloc (count ? count : 1, 1);
-  dds_time_t deadline = dds_time () + DDS_SECS (60);
+  dds_time_t deadline = dds_time () + DDS_SECS (30);
   while (received < count && dds_time () < deadline)
   {
     dds_waitset_wait (ws, NULL, 0, DDS_MSECS (200));

@@ -50,5 +50,5 @@ fn constants_match_cyclone() {
     assert_eq!(m::RELIABILITY_RELIABLE, c::dds_reliability_kind_DDS_RELIABILITY_RELIABLE);
     assert_eq!(m::IGNORELOCAL_PROCESS, c::dds_ignorelocal_kind_DDS_IGNORELOCAL_PROCESS);
     assert_eq!(m::DURABILITY_VOLATILE, c::dds_durability_kind_DDS_DURABILITY_VOLATILE);
-    assert_eq!(m::DDS_RETCODE_TIMEOUT, c::DDS_RETCODE_TIMEOUT as i32);
+    assert_eq!(m::DDS_RETCODE_TIMEOUT, c::DDS_RETCODE_TIMEOUT);
 }
