@@ -1515,6 +1515,12 @@ impl SlotBackend for PosixSlotAllocator {
         self.spin
     }
     fn ensure_capacity(&self, len: usize) -> Result<(), SlotError> {
+        // A static ring is its one generation: no chain to walk (this runs
+        // on every transport send).
+        if self.info.growth == GrowthStrategy::Static {
+            let capacity = self.info.capacity as usize;
+            return if len <= capacity { Ok(()) } else { Err(SlotError::SampleTooLarge { sample: len, slot_capacity: capacity }) };
+        }
         self.grow_for(len)
     }
     fn notify_generation(&self) -> u64 {
