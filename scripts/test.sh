@@ -24,6 +24,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
+# The mixed-deployment test runs Cyclone's own Python binding from PyPI.
+if ! target/cyclone-py/bin/python -c "import cyclonedds" >/dev/null 2>&1; then
+    echo "== venv target/cyclone-py with cyclonedds==11.0.1 (pip) =="
+    python3 -m venv target/cyclone-py
+    target/cyclone-py/bin/pip install -q cyclonedds==11.0.1
+fi
+
 echo "== the PSMX plugin library (its Cyclone tests load it) =="
 cargo build --release -p psmx_shmslot
 

@@ -91,15 +91,22 @@ struct Host {
 }
 
 impl Host {
+    /// The C host program, run directly or through `via` (a command and
+    /// its arguments, e.g. `unshare …`).
     fn start(name: &str, args: &[&str], uri: &str, dir: &Dir, via: &[&str]) -> Self {
-        let host = env!("CYCLONE_HOST");
-        let mut cmd = if via.is_empty() {
-            Command::new(host)
-        } else {
-            let mut c = Command::new(via[0]);
-            c.args(&via[1..]).arg(host);
-            c
-        };
+        let host = Path::new(env!("CYCLONE_HOST"));
+        match via.split_first() {
+            None => Self::start_program(name, host, args, uri, dir),
+            Some((first, rest)) => {
+                let mut all: Vec<&str> = rest.to_vec();
+                all.push(host.to_str().unwrap());
+                all.extend_from_slice(args);
+                Self::start_program(name, Path::new(first), &all, uri, dir)
+            }
+        }
+    }
+    fn start_program(name: &str, program: &Path, args: &[&str], uri: &str, dir: &Dir) -> Self {
+        let mut cmd = Command::new(program);
         cmd.args(args).env("CYCLONEDDS_URI", uri).env("SHMSLOT_DIR", &dir.0).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{name}: {e}"));
         let out = child.stdout.take().unwrap();
@@ -310,5 +317,49 @@ fn a_bad_plugin_config_is_a_clear_error_not_a_crash() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "the participant cannot be made: {err}");
     assert!(err.contains("SLOTS=\"100\" is invalid (a power of two from 2 to 65536)"), "{err}");
+    dir.assert_empty();
+}
+
+/// The venv `scripts/test.sh` makes with the PyPI `cyclonedds==11.0.1`
+/// (`target/cyclone-py`).
+fn python() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().and_then(Path::parent).and_then(Path::parent).unwrap();
+    let py = target.join("cyclone-py/bin/python");
+    assert!(
+        py.is_file(),
+        "{} missing: python3 -m venv {venv} && {venv}/bin/pip install cyclonedds==11.0.1 (scripts/test.sh does this)",
+        py.display(),
+        venv = target.join("cyclone-py").display()
+    );
+    py
+}
+
+#[test]
+fn a_python_subscriber_with_the_same_config_loads_the_plugin_and_gets_everything_over_udp() {
+    // One CYCLONEDDS_URI naming the plugin for every process. The Python
+    // binding loads libddsc RTLD_LOCAL (the plugin finds it among the loaded
+    // objects) and its types cannot use PSMX endpoints: it must start and
+    // get every sample over UDP, while the C subscriber reads the ring.
+    let dir = Dir::new("python");
+    let u = uri(domain(6), true);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/sub.py");
+    let py = Host::start_program("sub-python", &python(), &[script.to_str().unwrap(), "2000"], &u, &dir);
+    let shm = Host::start("sub-shm", &["sub", "fixed", "2000"], &u, &dir, &[]);
+    let ring = dir.ring("shmslot_fixed");
+    let publisher = Host::start("pub", &["pub", "fixed", "2000", "2"], &u, &dir, &[]);
+    let r = result(&shm.expect("received", WAIT));
+    assert_eq!(r[..3], [2000, 2000, 2000], "{}", shm.name);
+    assert_eq!(ring.status().write_seq, 2000);
+    assert_eq!(released(&ring, 2000), [2000], "only the C subscriber reads the ring");
+    let r = result(&py.expect("received", WAIT));
+    assert_eq!(r[..3], [2000, 2000, 2000], "{}", py.name);
+    for s in [&shm, &py] {
+        assert_eq!(s.expect("extra", WAIT), "extra 0", "{}", s.name);
+    }
+    publisher.wait_ok();
+    shm.wait_ok();
+    py.wait_ok();
+    drop(ring);
     dir.assert_empty();
 }
