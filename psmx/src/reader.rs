@@ -131,7 +131,7 @@ unsafe extern "C" fn on_data_available(ep: *mut Endpoint, reader: DdsEntity) -> 
         return rc;
     }
     let rx = Receiver { shared: Arc::clone(&r.shared), ddsc: d, reader, guid, pid: std::process::id(), origin: ep as usize, complained: false, unknown_writer: None };
-    let spawned = std::thread::Builder::new().name(format!("psmx-shmslot-{reader}")).spawn(move || rx.run());
+    let spawned = spawn_without_signals(format!("psmx-shmslot-{reader}"), move || rx.run());
     match spawned {
         Ok(t) => {
             r.thread = Some(t);
@@ -141,6 +141,27 @@ unsafe extern "C" fn on_data_available(ep: *mut Endpoint, reader: DdsEntity) -> 
             d.log(ffi::LC_ERROR, &format!("cannot start the receive thread: {e}"));
             ffi::DDS_RETCODE_OUT_OF_RESOURCES
         }
+    }
+}
+
+/// Starts a thread with every signal blocked, as Cyclone's own threads are:
+/// a process-directed signal (SIGTERM, SIGINT) goes to a thread of the
+/// application, never to ours. (ddsperf wakes its signal-handling thread
+/// with `kill(getpid(), SIGTERM)` and blocks SIGTERM only in its own
+/// threads: delivered to a receive thread with it unblocked, it ended the
+/// process.)
+fn spawn_without_signals<F: FnOnce() + Send + 'static>(name: String, f: F) -> std::io::Result<JoinHandle<()>> {
+    // SAFETY: sigset_t is plain data; sigfillset initialises it, and
+    // pthread_sigmask only changes this thread's mask (restored below, the
+    // new thread inherits the full one).
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let spawned = std::thread::Builder::new().name(name).spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        spawned
     }
 }
 
