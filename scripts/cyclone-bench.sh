@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-cargo build --release -q -p psmx_shmslot -p psmx_cyclone
+cargo build --release -q -p psmx_shmslot -p psmx_cyclone -p flink
 cyclone=$(ls -td target/release/build/psmx_cyclone-*/out/cyclone 2>/dev/null | head -1)
 [ -x "$cyclone/bin/ddsperf" ] || { echo "no ddsperf under target/release/build/psmx_cyclone-*/out/cyclone" >&2; exit 1; }
 plugin=$(pwd)/target/release/libpsmx_shmslot.so
@@ -34,7 +34,9 @@ work=$(mktemp -d /tmp/cyclone-bench.XXXXXX)
 chmod 700 "$work"
 export SHMSLOT_DIR="$work/rings"
 mkdir -m 700 "$SHMSLOT_DIR"
-trap 'pkill -f "$cyclone/bin/ddsperf" 2>/dev/null || true; rm -rf "$work"' EXIT
+# On the way out: stop what still runs, remove the rings a killed process
+# left (flink clean decides by the kernel locks), then the directory.
+trap 'pkill -f "$cyclone/bin/ddsperf" 2>/dev/null || true; sleep 0.2; target/release/flink clean --dir "$SHMSLOT_DIR" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 uri() { # system
     if [ "$1" = shmslot ]; then
