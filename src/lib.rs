@@ -62,7 +62,7 @@ pub use backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHand
 pub use error::{OpenError, ReceiveError, SlotError, TypeError, ValidationError};
 pub use memory::InMemorySlotAllocator;
 #[cfg(not(loom))]
-pub use posix::{default_discovery_dir, FlinkInfo, GrowthStrategy, PosixSlotAllocator, PosixSlotAllocatorBuilder, SegmentInfo, SegmentKind};
+pub use posix::{default_discovery_dir, FlinkInfo, GrowthStrategy, Kept, PosixSlotAllocator, PosixSlotAllocatorBuilder, SegmentInfo, SegmentKind};
 pub use locator::{Endianness, Locator, LocatorError, NamespaceFacts, NamespaceId, ShmAddress, ShmAnnouncement, LOCATOR_KIND_SHM};
 pub use pubsub::{type_hash, Loan, Pod, Publisher, Reader, Sample, Subscriber, TypedLoan, TypedSample};
 #[cfg(not(loom))]

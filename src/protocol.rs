@@ -31,9 +31,23 @@
 //!   process-local lower bound of the cursors and re-read them about once a
 //!   lap. Under `DropOldest` any slot not held in place is reusable, and
 //!   overtaken readers count what they lost.
-//! * `pins` counts readers reading a `DropOldest` slot in place; a reader pins
-//!   with a CAS on the stamp, so a writer's reuse (also a CAS on the stamp)
-//!   and a pin can never both succeed: no reader ever sees a recycled slot.
+//! * `pins` counts readers holding a slot's sample in place: a `DropOldest`
+//!   reader reading at its cursor, or any reader that **keeps** a sample past
+//!   its cursor ([`RingView::keep`], a loan handed to an application that
+//!   returns it whenever it likes). A pin is a CAS on the stamp, so a
+//!   `DropOldest` writer's reuse (also a CAS on the stamp) and a pin never
+//!   both succeed, and a `KeepAll` reader pins only at its cursor, before
+//!   any writer may reuse the slot.
+//! * `KeepAll` writers never wait for a kept sample: a writer that finds the
+//!   slot of `s` released but pinned claims `s` all the same and stamps it
+//!   `SKIPPED(s)`, **keeping the pin count** (the payload stays as it was),
+//!   then goes on with `s + 1`. Readers skip `s` as any discarded sequence.
+//!   So a sample kept for long costs the ring one slot, never its progress.
+//!   Pins are dropped per slot, whatever sequence the stamp shows by then;
+//!   the reader entry names each pinned slot (`pinned`, `kept`) from before
+//!   its pin until after its unpin, so a reaper can drop a dead reader's
+//!   pins. (A `DropOldest` writer still refuses a pinned slot with
+//!   `NoFreeSlot`: skipping there would blur what `lost` counts.)
 //! * The metadata is 32 bytes and the payload follows at +32, so a small
 //!   sample travels to the reader in the same cache line as its stamp.
 //!
@@ -163,7 +177,16 @@ pub(crate) struct ReaderEntry {
     pub received: AtomicU64,
     /// Samples overtaken on (`DropOldest`).
     pub lost: AtomicU64,
+    /// Samples kept in place so far ([`RingView::keep`]; display only).
+    pub kept_total: AtomicU64,
+    /// Samples this reader keeps in place past its cursor ([`RingView::keep`]),
+    /// one word each as `pinned`: `seq << 2 | PIN_NAMED` / `| PIN_HELD`, 0
+    /// when free. On lines of their own: written per keep, never per sample.
+    pub kept: CacheLine<[AtomicU64; KEEP_MAX]>,
 }
+
+/// Most samples one reader keeps in place at once ([`RingView::keep`]).
+pub(crate) const KEEP_MAX: usize = 16;
 
 /// The slot metadata of a ring: `count` entries `stride` bytes apart (the
 /// payload of each slot sits between them in a segment).
@@ -325,6 +348,8 @@ impl<P: Parker> RingView<'_, P> {
     pub fn reserve(&self, readers_mask: ReaderMask, owner: u8, claiming: Option<&AtomicU64>) -> Result<(u32, u64), SlotError> {
         let n = i64::from(self.geo.slot_count);
         let keep_all = self.geo.policy == OverflowPolicy::KeepAll;
+        // Pinned slots skipped so far: at most one lap's worth per call.
+        let mut skipped = 0u32;
         // Bounded: each failed round means another writer made progress (or
         // the segment is being scribbled on).
         for _ in 0..(1u32 << 16) {
@@ -353,12 +378,18 @@ impl<P: Parker> RingView<'_, P> {
             if d != -n {
                 return Err(SlotError::Corrupt { what: "slot stamp behind write_seq by", value: d.unsigned_abs(), limit: n as u64 });
             }
-            // The slot holds `s - N`. Reusable when it is finished, not held
-            // in place, and (KeepAll) released by every addressed reader.
-            if stamp_state(st) == LOANED || stamp_pins(st) != 0 {
+            // The slot holds `s - N`. Reusable when it is finished and
+            // (KeepAll) released by every addressed reader; if it is still
+            // held in place (pinned), `s` is claimed and skipped instead.
+            if stamp_state(st) == LOANED {
                 return Err(SlotError::NoFreeSlot);
             }
             if keep_all && !self.released_by_all(slot, s.wrapping_sub(n as u64)) {
+                return Err(SlotError::NoFreeSlot);
+            }
+            if stamp_pins(st) != 0 && (!keep_all || skipped >= self.geo.slot_count) {
+                // DropOldest: a reader reads it in place (see `keep`);
+                // KeepAll: (nearly) everything is kept.
                 return Err(SlotError::NoFreeSlot);
             }
             // SYNC POINT (registration): the mask is read before the CAS that
@@ -385,7 +416,17 @@ impl<P: Parker> RingView<'_, P> {
                     }
                     continue;
                 }
-                slot.stamp.store(stamp_loaned(s, owner), Ordering::Release);
+                // SYNC POINT (keep): a reader pins (stamp CAS) before it
+                // moves its cursor past `s - N` (Release), and the release
+                // check above saw that cursor (Acquire, perhaps through the
+                // floor): this load sees its pin. Nobody pins a released
+                // sample, so with no pin now the plain store is safe; pins
+                // only ever drop (CAS) until then.
+                if !self.stamp_claimed_unless_pinned(slot, s, stamp_loaned(s, owner)) {
+                    skipped += 1;
+                    self.notify_data(); // readers waiting at `s` move on
+                    continue;
+                }
             } else {
                 // DropOldest: the claim is the CAS on the stamp, so it fails if
                 // a reader pinned the slot meanwhile (a pin is a CAS too).
@@ -401,6 +442,27 @@ impl<P: Parker> RingView<'_, P> {
             return Ok((index, s));
         }
         Err(SlotError::NoFreeSlot)
+    }
+
+    /// `KeepAll`, after winning the claim of `s`: stamps `loaned` into the
+    /// slot, or, if a reader still keeps the slot's sample in place, stamps
+    /// `SKIPPED(s)` with the pins kept and returns false. Pins can only drop
+    /// meanwhile (by CAS), so the loop ends.
+    fn stamp_claimed_unless_pinned(&self, slot: &SlotMeta, s: u64, loaned: u64) -> bool {
+        let mut st = slot.stamp.load(Ordering::Acquire);
+        loop {
+            if stamp_pins(st) == 0 {
+                slot.stamp.store(loaned, Ordering::Release);
+                return true;
+            }
+            // Nobody reads `pending` of a skipped sequence; cleared so the
+            // next lap's writer need not wait for cursors to pass `s`.
+            slot.pending.store(0, Ordering::Relaxed);
+            match slot.stamp.compare_exchange(st, stamp(s, SKIPPED) | stamp_pins(st), Ordering::SeqCst, Ordering::Acquire) {
+                Ok(_) => return false,
+                Err(now) => st = now,
+            }
+        }
     }
 
     /// `KeepAll`: has every reader the sample `old` in `slot` was addressed
@@ -559,6 +621,8 @@ impl<P: Parker> RingView<'_, P> {
             }
             e.pid.store(pid, Ordering::Relaxed);
             e.pinned.store(0, Ordering::Relaxed);
+            e.kept.0.iter().for_each(|k| k.store(0, Ordering::Relaxed));
+            e.kept_total.store(0, Ordering::Relaxed);
             e.received.store(0, Ordering::Relaxed);
             e.lost.store(0, Ordering::Relaxed);
             // SYNC POINT (registration): read `write_seq` before setting
@@ -584,19 +648,59 @@ impl<P: Parker> RingView<'_, P> {
         // leaving the mask releases everything this reader held.
         self.ctrl.registered.0.fetch_and(!(1u64 << r), Ordering::SeqCst);
         let e = &self.readers[usize::from(r)];
-        let pinned = e.pinned.load(Ordering::Acquire);
-        if pinned & PIN_HELD == PIN_HELD {
-            // Its pin exists: remove exactly it, then stop naming the slot.
-            self.unpin(pinned >> 2);
-            e.pinned.store(0, Ordering::Release);
-        } else if pinned & PIN_NAMED != 0 {
-            // Named, pin maybe not taken (it stopped between the two): settle
-            // it by counting.
-            e.pinned.store(0, Ordering::Release);
-            self.reap_pins(pinned >> 2);
+        for name in std::iter::once(&e.pinned).chain(e.kept.0.iter()) {
+            self.settle_pin(name);
         }
         self.notify_space();
         Ok(())
+    }
+
+    /// Pins the slot of `seq`, whose stamp was `st` (`COMMITTED(seq)`), for
+    /// the entry word `name` (`pinned` or a `kept` word). False if the stamp
+    /// changed meanwhile (nothing pinned, `name` free again).
+    fn pin(&self, name: &AtomicU64, slot: &SlotMeta, st: u64, seq: u64) -> Result<bool, SlotError> {
+        if stamp_pins(st) >= PINS_MASK {
+            return Err(SlotError::Corrupt { what: "slot pin count", value: stamp_pins(st), limit: PINS_MASK - 1 });
+        }
+        // SYNC POINT (pin intent): the word names the slot *before* the pin
+        // exists and until after it is gone, so the words naming a slot never
+        // undercount its pins; a reaper removes only pins nobody names
+        // (`reap_pins`). The CAS (Release) orders this store before the pin.
+        name.store((seq << 2) | PIN_NAMED, Ordering::Relaxed);
+        if slot.stamp.compare_exchange(st, st + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            name.store(0, Ordering::Relaxed);
+            return Ok(false);
+        }
+        // The pin exists: whoever drops it removes exactly this one pin, no
+        // counting needed.
+        name.store((seq << 2) | PIN_HELD, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Drops the pin `name` holds if it still is `held` (`seq << 2 |
+    /// PIN_HELD`); only one caller wins it. The word names the slot until
+    /// after the unpin (see "pin intent").
+    fn drop_pin(&self, name: &AtomicU64, held: u64) -> bool {
+        if name.compare_exchange(held, (held & !3) | PIN_NAMED, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        self.unpin(held >> 2);
+        name.store(0, Ordering::Release);
+        true
+    }
+
+    /// Disconnecting: drops the pin `name` holds, or (named, pin maybe not
+    /// taken: its owner stopped between the two) settles it by counting.
+    /// Never concurrent with the owner's own pin or unpin of `name`: the
+    /// owner disconnects itself, or is dead.
+    fn settle_pin(&self, name: &AtomicU64) {
+        let p = name.load(Ordering::Acquire);
+        if p & PIN_HELD == PIN_HELD {
+            self.drop_pin(name, p);
+        } else if p & PIN_NAMED != 0 {
+            name.store(0, Ordering::Release);
+            self.reap_pins(p >> 2);
+        }
     }
 
     /// Removes pins of the slot holding `seq` that no reader entry names
@@ -608,20 +712,23 @@ impl<P: Parker> RingView<'_, P> {
     /// remove a live pin; it only runs for a reader that died inside that
     /// two-instruction window.
     pub fn reap_pins(&self, seq: u64) {
-        let (_, slot) = self.slot_of(seq);
-        let name = seq << 2;
+        let (index, slot) = self.slot_of(seq);
+        let mask = self.mask();
         for _ in 0..16 {
             let st = slot.stamp.load(Ordering::Acquire);
-            if seq_diff(st, seq) != 0 || stamp_state(st) != COMMITTED {
+            // Pins outlive the sequence they were taken on (a writer skips a
+            // pinned slot, keeping them): count by slot.
+            if stamp_state(st) == LOANED {
                 return;
             }
             let named = self
                 .readers
                 .iter()
                 .take(self.geo.max_readers as usize)
-                .filter(|e| {
-                    let p = e.pinned.load(Ordering::Acquire);
-                    p & PIN_NAMED != 0 && p & !3 == name
+                .flat_map(|e| std::iter::once(&e.pinned).chain(e.kept.0.iter()))
+                .filter(|w| {
+                    let p = w.load(Ordering::Acquire);
+                    p & PIN_NAMED != 0 && (p >> 2) & mask == u64::from(index)
                 })
                 .count() as u64;
             let pins = stamp_pins(st);
@@ -661,6 +768,8 @@ impl<P: Parker> RingView<'_, P> {
             e.pid.store(pid_of(r), Ordering::Relaxed);
             e.cursor.store(start, Ordering::Relaxed);
             e.pinned.store(0, Ordering::Relaxed);
+            e.kept.0.iter().for_each(|k| k.store(0, Ordering::Relaxed));
+            e.kept_total.store(0, Ordering::Relaxed);
             e.received.store(0, Ordering::Relaxed);
             e.lost.store(0, Ordering::Relaxed);
             self.ctrl.registered.0.fetch_or(1 << r, Ordering::Relaxed);
@@ -740,7 +849,7 @@ impl<P: Parker> RingView<'_, P> {
             if unstamped {
                 if claimed_by_other(s) {
                     deferred = true;
-                } else if slot.stamp.compare_exchange(st, stamp(s, SKIPPED), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                } else if slot.stamp.compare_exchange(st, stamp(s, SKIPPED) | stamp_pins(st), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
                     skipped += 1;
                 }
             }
@@ -795,15 +904,16 @@ impl<P: Parker> RingView<'_, P> {
         })
     }
 
-    /// Drops one pin from the slot of `seq` if it still holds `seq`.
+    /// Drops one pin from the slot of `seq`, whatever sequence its stamp
+    /// shows by now (writers skip pinned slots, keeping their pins).
     fn unpin(&self, seq: u64) {
         let (_, slot) = self.slot_of(seq);
         let mut st = slot.stamp.load(Ordering::Relaxed);
-        // Only a committed slot has pins (a loan's pin bits name its writer).
+        // A pinned slot is never loaned (a loan's pin bits name its writer).
         // Bounded: other readers' pins move the word a few times at most; a
         // word that keeps changing is being scribbled on.
         for _ in 0..1024 {
-            if seq_diff(st, seq) != 0 || stamp_state(st) != COMMITTED || stamp_pins(st) == 0 {
+            if stamp_state(st) == LOANED || stamp_pins(st) == 0 {
                 return;
             }
             match slot.stamp.compare_exchange_weak(st, st - 1, Ordering::Release, Ordering::Relaxed) {
@@ -823,6 +933,11 @@ impl<P: Parker> RingView<'_, P> {
         let n = u64::from(self.geo.slot_count);
         let drop_oldest = self.geo.policy == OverflowPolicy::DropOldest;
         let mut c = e.cursor.load(Ordering::Relaxed);
+        if drop_oldest && e.pinned.load(Ordering::Relaxed) == (c << 2) | PIN_HELD {
+            // Pinned by an earlier call for this very sequence: still ours.
+            let (index, slot) = self.slot_of(c);
+            return Ok(Some(Held { index, seq: c, len: self.bounded_len(slot)? }));
+        }
         let start = c;
         let mut lost = 0u64;
         let mut result = None;
@@ -854,37 +969,20 @@ impl<P: Parker> RingView<'_, P> {
                 }
             }
             if drop_oldest {
-                // Already pinned by an earlier call for this very sequence?
-                let p = e.pinned.load(Ordering::Relaxed);
-                if p != (c << 2) | PIN_HELD {
-                    if stamp_pins(st) >= PINS_MASK {
-                        return Err(SlotError::Corrupt { what: "slot pin count", value: stamp_pins(st), limit: PINS_MASK - 1 });
-                    }
-                    // SYNC POINT (pin intent): the entry names the slot
-                    // *before* the pin exists and until after it is gone, so
-                    // entries naming a slot never undercount its pins; a
-                    // reaper removes only pins nobody names (`reap_pins`).
-                    // The CAS (Release) orders this store before the pin.
-                    e.pinned.store((c << 2) | PIN_NAMED, Ordering::Relaxed);
-                    if slot.stamp.compare_exchange(st, st + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-                        e.pinned.store(0, Ordering::Relaxed);
-                        continue; // changed under us: look again
-                    }
-                    // The pin exists: whoever disconnects us removes exactly
-                    // this one pin, no counting needed.
-                    e.pinned.store((c << 2) | PIN_HELD, Ordering::Relaxed);
-                    if slot.pending.load(Ordering::Acquire) & bit == 0 {
-                        self.unpin(c);
-                        e.pinned.store(0, Ordering::Relaxed);
-                        c = c.wrapping_add(1);
-                        continue;
-                    }
+                if !self.pin(&e.pinned, slot, st, c)? {
+                    continue; // changed under us: look again
+                }
+                if slot.pending.load(Ordering::Acquire) & bit == 0 {
+                    self.drop_pin(&e.pinned, (c << 2) | PIN_HELD);
+                    c = c.wrapping_add(1);
+                    continue;
                 }
             } else {
                 let pending = slot.pending.load(Ordering::Acquire);
                 // The slot may have been reused for `c + N` (fresh bits) since
-                // `st` was read, if `c` was not addressed to us: re-check.
-                if slot.stamp.load(Ordering::Acquire) != st {
+                // `st` was read, if `c` was not addressed to us: re-check
+                // (another reader's pin changes only the pin bits).
+                if (slot.stamp.load(Ordering::Acquire) ^ st) & !PINS_MASK != 0 {
                     continue;
                 }
                 if pending & bit == 0 {
@@ -892,11 +990,7 @@ impl<P: Parker> RingView<'_, P> {
                     continue;
                 }
             }
-            let len = slot.len.load(Ordering::Relaxed);
-            if len > self.geo.capacity {
-                return Err(SlotError::Corrupt { what: "sample length", value: u64::from(len), limit: u64::from(self.geo.capacity) });
-            }
-            result = Some(Held { index, seq: c, len });
+            result = Some(Held { index, seq: c, len: self.bounded_len(slot)? });
             break;
         }
         if c != start {
@@ -906,6 +1000,16 @@ impl<P: Parker> RingView<'_, P> {
             e.lost.fetch_add(lost, Ordering::Relaxed);
         }
         Ok(result)
+    }
+
+    /// The payload length of `slot`, bounded by the capacity.
+    #[inline(always)]
+    fn bounded_len(&self, slot: &SlotMeta) -> Result<u32, SlotError> {
+        let len = slot.len.load(Ordering::Relaxed);
+        if len > self.geo.capacity {
+            return Err(SlotError::Corrupt { what: "sample length", value: u64::from(len), limit: u64::from(self.geo.capacity) });
+        }
+        Ok(len)
     }
 
     /// Length of a sample the caller holds (re-checked against the stamp).
@@ -919,11 +1023,7 @@ impl<P: Parker> RingView<'_, P> {
         if seq_diff(st, seq) != 0 || stamp_state(st) != COMMITTED {
             return Err(SlotError::Corrupt { what: "held slot's sequence moved by", value: seq_diff(st, seq).unsigned_abs(), limit: 0 });
         }
-        let len = slot.len.load(Ordering::Relaxed);
-        if len > self.geo.capacity {
-            return Err(SlotError::Corrupt { what: "sample length", value: u64::from(len), limit: u64::from(self.geo.capacity) });
-        }
-        Ok(len)
+        self.bounded_len(slot)
     }
 
     /// Readers that `seq` is addressed to and that have not released it.
@@ -957,10 +1057,8 @@ impl<P: Parker> RingView<'_, P> {
         if seq_diff(st, seq) != 0 || stamp_state(st) != COMMITTED {
             return Err(SlotError::NotHeld { reader: r, seq, expected: c });
         }
-        if self.geo.policy == OverflowPolicy::DropOldest && e.pinned.load(Ordering::Relaxed) == (seq << 2) | PIN_HELD {
-            // Unpin, then stop naming the slot (see "pin intent").
-            self.unpin(seq);
-            e.pinned.store(0, Ordering::Release);
+        if self.geo.policy == OverflowPolicy::DropOldest {
+            self.drop_pin(&e.pinned, (seq << 2) | PIN_HELD);
         }
         // SYNC POINT (release): a writer that sees the cursor past `seq` may
         // reuse the slot (`released_by_all`), so our payload reads precede
@@ -969,6 +1067,69 @@ impl<P: Parker> RingView<'_, P> {
         e.received.store(e.received.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         self.notify_space();
         Ok(())
+    }
+}
+
+impl<P: Parker> RingView<'_, P> {
+    /// Keeps the sample reader `r` holds (`seq`, just returned by
+    /// [`next_unread`](Self::next_unread)) in place past the reader's cursor,
+    /// and moves on as [`release`](Self::release) does: the reader goes on
+    /// with later samples while the kept one's payload stays untouched until
+    /// [`unkeep`](Self::unkeep). Writers are never held up by it: they skip
+    /// the slot while it is kept (see the module doc), so the ring has one
+    /// slot less meanwhile. Returns which `kept` word holds it, or `None` if
+    /// the reader already keeps `limit` samples (or `KEEP_MAX`): then nothing
+    /// changed, the sample is still held at the cursor (copy it, release it).
+    pub fn keep(&self, r: u8, index: u32, seq: u64, limit: usize) -> Result<Option<u8>, SlotError> {
+        let e = self.reader(r)?;
+        if self.geo.policy != OverflowPolicy::KeepAll {
+            return Ok(None); // its writers would stop at the pin (see the module doc)
+        }
+        let c = e.cursor.load(Ordering::Relaxed);
+        let (i, slot) = self.slot_of(seq);
+        if c != seq || i != index {
+            return Err(SlotError::NotHeld { reader: r, seq, expected: c });
+        }
+        let words = &e.kept.0;
+        if words.iter().filter(|w| w.load(Ordering::Relaxed) != 0).count() >= limit.min(KEEP_MAX) {
+            return Ok(None);
+        }
+        let Some(k) = words.iter().position(|w| w.load(Ordering::Relaxed) == 0) else { return Ok(None) };
+        // No writer reuses the slot while our cursor is on it, but other
+        // readers may pin it too: retry on their CAS.
+        let mut pinned = false;
+        for _ in 0..1024 {
+            let st = slot.stamp.load(Ordering::Acquire);
+            if seq_diff(st, seq) != 0 || stamp_state(st) != COMMITTED {
+                return Err(SlotError::NotHeld { reader: r, seq, expected: c });
+            }
+            if self.pin(&words[k], slot, st, seq)? {
+                pinned = true;
+                break;
+            }
+        }
+        if !pinned {
+            return Ok(None); // a word that keeps changing: scribbled on
+        }
+        // SYNC POINT (keep): the pin before the cursor (Release) — a writer
+        // that sees the cursor past `seq` sees the pin, see `reserve`.
+        e.cursor.store(seq.wrapping_add(1), Ordering::Release);
+        e.received.store(e.received.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        e.kept_total.store(e.kept_total.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        self.notify_space();
+        Ok(Some(k as u8))
+    }
+
+    /// Gives back the sample reader `r` keeps in word `k` (as returned by
+    /// [`keep`](Self::keep) for `seq`). A no-op if it is no longer kept (the
+    /// reader was disconnected meanwhile, which dropped every pin it held):
+    /// never drops somebody else's pin. Not concurrent with disconnecting
+    /// `r` (the caller serialises the two).
+    pub fn unkeep(&self, r: u8, k: u8, seq: u64) {
+        let Some(word) = self.readers.get(usize::from(r)).filter(|_| u32::from(r) < self.geo.max_readers).and_then(|e| e.kept.0.get(usize::from(k))) else { return };
+        if self.drop_pin(word, (seq << 2) | PIN_HELD) {
+            self.notify_space();
+        }
     }
 }
 

@@ -77,6 +77,13 @@
 //!   *live* writer's claim of the same sequence: it never voids it.
 //! * `loom_dead_writer_loan_is_skipped` — a writer dies with a half-written
 //!   loan; the reader never receives it and moves on.
+//! * `loom_kept_sample_is_skipped_never_recycled` — a reader keeps a sample
+//!   in place past its cursor and reads on while the writer laps the ring:
+//!   the writer skips the kept slot (never waits for it, never writes it),
+//!   the reader gets every later sample once, in order.
+//! * `loom_negative_control_keep_without_pin_is_caught` — the same with the
+//!   pin left out (the reader just releases and goes on reading the slot):
+//!   loom must flag the writer recycling the slot under it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,6 +174,8 @@ impl Heap {
                     pinned: AtomicU64::new(0),
                     received: AtomicU64::new(0),
                     lost: AtomicU64::new(0),
+                    kept_total: AtomicU64::new(0),
+                    kept: CacheLine(std::array::from_fn(|_| AtomicU64::new(0))),
                 })
                 .collect(),
             slots: (0..slot_count).map(|_| SlotMeta { stamp: AtomicU64::new(0), pending: AtomicU64::new(0), len: AtomicU32::new(0) }).collect(),
@@ -753,4 +762,74 @@ fn loom_move_keep_all_loses_nothing() {
 #[test]
 fn loom_move_drop_oldest_loses_nothing() {
     move_model(OverflowPolicy::DropOldest);
+}
+
+/// How a reader hands a sample on without copying it: the library's `keep`,
+/// or (NEGATIVE CONTROL) a plain `release` that leaves the slot unpinned.
+type KeepFn = fn(&Ring<'_>, u8, Held) -> Option<u8>;
+
+fn keep_lib(ring: &Ring<'_>, r: u8, held: Held) -> Option<u8> {
+    Some(ring.keep(r, held.index, held.seq, 1).unwrap().expect("a 2-slot ring with a limit of 1 keeps one sample"))
+}
+
+fn keep_without_pin(ring: &Ring<'_>, r: u8, held: Held) -> Option<u8> {
+    ring.release(r, held.index, held.seq).unwrap();
+    None
+}
+
+/// KeepAll, 2 slots, one reader that keeps the first sample in place and
+/// reads the next two while the writer publishes three: the writer must skip
+/// the kept slot (sequence 2) rather than wait for it or write it; the kept
+/// payload is read after every later sample (loom flags a write to it).
+fn keep_model(keep: KeepFn, check_written: bool) {
+    const K: u64 = 3;
+    let h = Heap::new(2, 1, OverflowPolicy::KeepAll, 0);
+    let r = h.view().register(1).unwrap();
+    let reader = {
+        let h = h.clone();
+        thread::spawn(move || {
+            let ring = h.view();
+            let first = next_blocking(&ring, r, None).unwrap();
+            assert_eq!(h.read_payload(first), payload_of(first.seq));
+            let word = keep(&ring, r, first);
+            let mut got = vec![first.seq];
+            for _ in 1..K {
+                let held = next_blocking(&ring, r, None).unwrap();
+                consume(&h, &ring, r, held);
+                got.push(held.seq);
+                assert_eq!(h.read_payload(first), payload_of(first.seq), "kept payload recycled");
+            }
+            if let Some(k) = word {
+                ring.unkeep(r, k, first.seq);
+            }
+            got
+        })
+    };
+    let written = write_samples(&h, K, wait_space_lib);
+    if !check_written {
+        return; // the negative control: only loom's verdict on the payload counts
+    }
+    assert_eq!(written, vec![0, 1, 3], "sequence 2 (the kept slot) is skipped");
+    assert_eq!(reader.join().unwrap(), written, "every sample once, in order");
+    let ring = h.view();
+    assert_eq!(ring.stats(r).unwrap().next_seq, 4);
+    assert!(h.readers[r as usize].kept.0.iter().all(|w| w.load(Ordering::SeqCst) == 0), "a kept word left named");
+    for i in 0..2 {
+        assert_eq!(super::stamp_pins(h.slots[i].stamp.load(Ordering::SeqCst)), 0, "slot {i} still pinned");
+    }
+    // Given back: the next sample reuses the slot, nothing skipped.
+    assert_eq!(write_samples(&h, 1, wait_space_lib), vec![4]);
+}
+
+#[test]
+fn loom_kept_sample_is_skipped_never_recycled() {
+    builder().check(|| keep_model(keep_lib, true));
+}
+
+#[test]
+fn loom_negative_control_keep_without_pin_is_caught() {
+    let caught = std::panic::catch_unwind(|| builder().check(|| keep_model(keep_without_pin, false)));
+    let payload = caught.expect_err("loom must catch the slot recycled under a reader that did not pin it");
+    let msg = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied()).unwrap_or("");
+    assert!(msg.contains("Causality violation") || msg.contains("kept payload recycled"), "expected the recycled slot to be flagged, got: {msg:?}");
 }

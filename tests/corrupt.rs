@@ -24,7 +24,7 @@ use shmslot::{
 // ───────────────────────────── layout (src/posix/layout.rs) ─────────────────────────────
 
 /// The segment layout version these offsets describe.
-const LAYOUT_VERSION: u32 = 3;
+const LAYOUT_VERSION: u32 = 4;
 const OFF_MAGIC: u64 = 0;
 const OFF_VERSION: u64 = 8;
 const OFF_INIT: u64 = 12;
@@ -43,7 +43,9 @@ const REGISTERED: u64 = CONTROL + 64;
 const DATA_GEN: u64 = CONTROL + 128;
 const SPACE_GEN: u64 = CONTROL + 192;
 const READERS: u64 = 384;
-const ENTRY: u64 = 64;
+/// A reader entry (three lines: counters, then the kept words).
+const READER_ENTRY: u64 = 192;
+const WRITER_ENTRY: u64 = 64;
 const READY: u32 = u32::from_le_bytes(*b"RDY!");
 
 fn stride_for(capacity: u32) -> u64 {
@@ -68,7 +70,7 @@ impl Geo {
         stride_for(self.capacity)
     }
     fn slots(&self) -> u64 {
-        READERS + ENTRY * u64::from(self.max_readers + self.max_writers)
+        READERS + READER_ENTRY * u64::from(self.max_readers) + WRITER_ENTRY * u64::from(self.max_writers)
     }
     fn total(&self) -> u64 {
         self.slots() + self.stride() * u64::from(self.slot_count)
@@ -77,7 +79,7 @@ impl Geo {
         self.slots() + u64::from(i) * self.stride()
     }
     fn reader(&self, r: u32) -> u64 {
-        READERS + ENTRY * u64::from(r)
+        READERS + READER_ENTRY * u64::from(r)
     }
 }
 

@@ -651,9 +651,10 @@ impl Scribbler {
                     k => (3, [256, 260, 320, 324][k as usize - 2], 4),
                 },
                 4 | 5 => {
-                    let e = 384 + 64 * self.rng.below(self.max_readers);
-                    // state, pid, cursor, pinned, received, lost
-                    let (off, w) = [(0, 4), (4, 4), (8, 8), (16, 8), (24, 8), (32, 8)][self.rng.below(6) as usize];
+                    let e = 384 + 192 * self.rng.below(self.max_readers);
+                    // state, pid, cursor, pinned, received, lost, a kept word
+                    let kept = 64 + 8 * self.rng.below(16);
+                    let (off, w) = [(0, 4), (4, 4), (8, 8), (16, 8), (24, 8), (32, 8), (kept, 8)][self.rng.below(7) as usize];
                     (4, e + off, w)
                 }
                 6 => {
@@ -752,10 +753,13 @@ impl Scribbler {
             self.store(s + 16, 4, 0);
         }
         for r in 0..self.max_readers {
-            let e = 384 + 64 * r;
+            let e = 384 + 192 * r;
             self.store(e, 4, 0); // free
             self.store(e + 8, 8, w);
             self.store(e + 16, 8, 0);
+            for k in 0..16 {
+                self.store(e + 64 + 8 * k, 8, 0); // kept words
+            }
         }
         self.store(192, 8, 0); // registered
         self.store(128, 8, w); // write_seq
@@ -774,7 +778,7 @@ fn scribbler_child() {
     let geo: Vec<u64> = env(GEO).split(',').map(|v| v.parse().expect("scribbler: geometry")).collect();
     let [slot_count, capacity, max_readers, max_writers] = geo[..] else { panic!("scribbler: {GEO} needs 4 numbers") };
     let stride = (32 + capacity).div_ceil(64) * 64;
-    let writers_offset = 384 + 64 * max_readers;
+    let writers_offset = 384 + 192 * max_readers;
     let slots_offset = writers_offset + 64 * max_writers;
     let total = slots_offset + stride * slot_count;
     let seed = env(SEED).parse::<u64>().expect("scribbler: seed") | 1;

@@ -258,10 +258,11 @@ fn report(v: &InspectView) -> String {
     if v.info.is_some() {
         let _ = writeln!(s, "readers ({})", v.readers.len());
         if !v.readers.is_empty() {
-            let mut rows = vec![["INDEX", "PID", "ALIVE", "REGISTERED", "NEXT SEQ", "RECEIVED", "LOST"].map(String::from).to_vec()];
+            let mut rows = vec![["INDEX", "PID", "ALIVE", "REGISTERED", "NEXT SEQ", "RECEIVED", "LOST", "KEPT NOW/TOTAL"].map(String::from).to_vec()];
             rows.extend(v.readers.iter().map(|r| {
                 let alive = if r.reclaiming { "reclaiming".into() } else { yes(r.alive).to_string() };
-                vec![r.index.to_string(), r.pid.to_string(), alive, yes(r.registered).into(), r.position.to_string(), r.received.to_string(), r.lost.to_string()]
+                let kept = format!("{}/{}", r.kept, r.kept_total);
+                vec![r.index.to_string(), r.pid.to_string(), alive, yes(r.registered).into(), r.position.to_string(), r.received.to_string(), r.lost.to_string(), kept]
             }));
             indent(&mut s, &table(&rows));
         }

@@ -285,6 +285,9 @@ pub struct ParticipantView {
     pub received: u64,
     /// Reader: samples lost to `DropOldest` overwrites (0 for a writer).
     pub lost: u64,
+    /// Reader: samples it keeps in place now, and so far (0 for a writer).
+    pub kept: u64,
+    pub kept_total: u64,
     /// Writer: samples it gave up on because the ring was full (0 for a
     /// reader).
     pub dropped: u64,
@@ -301,6 +304,8 @@ impl From<&ParticipantStatus> for ParticipantView {
             position: p.position,
             received: p.received,
             lost: p.lost,
+            kept: p.kept,
+            kept_total: p.kept_total,
             dropped: p.dropped,
         }
     }

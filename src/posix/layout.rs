@@ -15,8 +15,10 @@
 //!               │          data  futex gen + waiters (line)    │  readers park here
 //!               │          space futex gen + waiters (line)    │  writers park here
 //!  384          ├──────────────────────────────────────────────┤
-//!               │ ReaderEntry × max_readers (64 B each)        │  state · pid · cursor ·
+//!               │ ReaderEntry × max_readers (192 B each)       │  state · pid · cursor ·
 //!               │                                              │  pinned · received · lost
+//!               │                                              │  kept_total · kept[16]
+//!               │                                              │  (kept: lines 2 and 3)
 //!               ├──────────────────────────────────────────────┤
 //!               │ WriterEntry × max_writers (64 B each)        │  state · pid · commits ·
 //!               │                                              │  claiming · dropped
@@ -36,8 +38,10 @@ use crate::sync::{AtomicU32, AtomicU64};
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMSLOT1");
 /// Bumped on every incompatible layout change. 2: liveness locks, writer
 /// index in `LOANED` stamps, entry epochs, `WriterEntry::claiming`. 3:
-/// growing rings (generation, growth, chain words; `ADOPTING` readers).
-pub(crate) const LAYOUT_VERSION: u32 = 3;
+/// growing rings (generation, growth, chain words; `ADOPTING` readers). 4:
+/// kept samples (`ReaderEntry::kept`, 192-byte reader entries; `KeepAll`
+/// writers skip pinned slots).
+pub(crate) const LAYOUT_VERSION: u32 = 4;
 /// `init_state` while the creator is still writing the segment.
 pub(crate) const INIT_CREATING: u32 = 0;
 /// `init_state` once the segment is ready ("RDY!").
@@ -116,7 +120,8 @@ pub(crate) struct WriterEntry {
 pub(crate) const HEADER_SIZE: usize = 128;
 pub(crate) const CONTROL_OFFSET: usize = HEADER_SIZE;
 pub(crate) const READERS_OFFSET: usize = CONTROL_OFFSET + size_of::<Control>();
-pub(crate) const ENTRY_SIZE: usize = 64;
+pub(crate) const READER_ENTRY_SIZE: usize = 192;
+pub(crate) const WRITER_ENTRY_SIZE: usize = 64;
 pub(crate) const SLOT_META_SIZE: usize = 32;
 
 #[cfg(not(loom))]
@@ -137,8 +142,12 @@ const _: () = {
     assert!(offset_of!(Control, registered) == 64);
     assert!(offset_of!(Control, data) == 128);
     assert!(offset_of!(Control, space) == 192);
-    assert!(size_of::<ReaderEntry>() == ENTRY_SIZE);
-    assert!(size_of::<WriterEntry>() == ENTRY_SIZE);
+    assert!(size_of::<ReaderEntry>() == READER_ENTRY_SIZE);
+    assert!(offset_of!(ReaderEntry, cursor) == 8);
+    assert!(offset_of!(ReaderEntry, pinned) == 16);
+    assert!(offset_of!(ReaderEntry, kept_total) == 40);
+    assert!(offset_of!(ReaderEntry, kept) == 64);
+    assert!(size_of::<WriterEntry>() == WRITER_ENTRY_SIZE);
     assert!(offset_of!(WriterEntry, claiming) == 16);
     assert!(offset_of!(WriterEntry, dropped) == 24);
     assert!(size_of::<SlotMeta>() == SLOT_META_SIZE);
@@ -171,8 +180,8 @@ impl Layout {
     /// Computes the layout; `None` on arithmetic overflow.
     pub fn compute(slot_count: u32, capacity: u32, max_readers: u32, max_writers: u32) -> Option<Self> {
         let stride = stride_for(capacity);
-        let writers_offset = READERS_OFFSET as u64 + u64::from(max_readers) * ENTRY_SIZE as u64;
-        let slots_offset = writers_offset + u64::from(max_writers) * ENTRY_SIZE as u64;
+        let writers_offset = READERS_OFFSET as u64 + u64::from(max_readers) * READER_ENTRY_SIZE as u64;
+        let slots_offset = writers_offset + u64::from(max_writers) * WRITER_ENTRY_SIZE as u64;
         let total = slots_offset.checked_add(stride.checked_mul(u64::from(slot_count))?)?;
         Some(Self { stride, writers_offset, slots_offset, total })
     }

@@ -84,6 +84,11 @@ pub struct ParticipantStatus {
     pub received: u64,
     /// Reader: samples lost to `DropOldest` overwrites (0 for a writer).
     pub lost: u64,
+    /// Reader: samples it keeps in place now (`PosixSlotAllocator::keep`;
+    /// 0 for a writer).
+    pub kept: u64,
+    /// Reader: samples it kept in place so far (0 for a writer).
+    pub kept_total: u64,
     /// Writer: samples it gave up on because the ring was full (a
     /// never-blocking sender such as the transport; 0 for a reader).
     pub dropped: u64,
@@ -203,6 +208,8 @@ pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &Fi
             position: e.cursor.load(Ordering::Relaxed),
             received: e.received.load(Ordering::Relaxed),
             lost: e.lost.load(Ordering::Relaxed),
+            kept: e.kept.0.iter().filter(|w| w.load(Ordering::Relaxed) != 0).count() as u64,
+            kept_total: e.kept_total.load(Ordering::Relaxed),
             dropped: 0,
             registered: registered & (1 << r) != 0,
         })
@@ -219,6 +226,8 @@ pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &Fi
             position: e.commits.load(Ordering::Relaxed),
             received: 0,
             lost: 0,
+            kept: 0,
+            kept_total: 0,
             dropped: e.dropped.load(Ordering::Relaxed),
             registered: false,
         })
