@@ -37,6 +37,10 @@ pub const ENDPOINT_TYPE_READER: EndpointType = 1;
 pub const ENDPOINT_TYPE_WRITER: EndpointType = 2;
 
 pub const SAMPLE_STATE_UNINITIALIZED: SampleState = 0;
+/// `RAW_KEY` and `RAW_DATA`: the application's own representation (a
+/// memcpy-safe type); 3 and 4 are serialized (CDR).
+pub const SAMPLE_STATE_RAW_KEY: SampleState = 1;
+pub const SAMPLE_STATE_RAW_DATA: SampleState = 2;
 /// The last valid state (`SERIALIZED_DATA`); valid states are 1 to 4.
 pub const SAMPLE_STATE_LAST: SampleState = 4;
 

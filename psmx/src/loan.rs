@@ -18,7 +18,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use shmslot::{PosixSlotAllocator, SlotBackend, SlotHandle};
+use shmslot::{Kept, PosixSlotAllocator, SlotBackend, SlotHandle};
 
 use crate::ffi::{Endpoint, LoanOrigin, LoanedSample, LoanedSampleOps, Metadata, LOAN_ORIGIN_KIND_PSMX};
 
@@ -82,6 +82,11 @@ pub enum Bytes {
     /// In a slot of the writer's ring, loaned to it; `committed` once
     /// `write` published it. Dropped uncommitted, the slot is discarded.
     Slot { ring: Arc<PosixSlotAllocator>, handle: SlotHandle, committed: bool },
+    /// A received sample read in place: its slot is kept for the loan
+    /// (writers skip it meanwhile) and given back when Cyclone frees the
+    /// loan. The metadata is a checked copy (Cyclone must not see a value
+    /// another process changes after the check).
+    Kept { ring: Arc<PosixSlotAllocator>, kept: Kept, meta: Box<Metadata> },
     /// On the heap: the ring was full when Cyclone asked for the loan (the
     /// write waits for a slot and copies), or a received sample copied out.
     Heap { meta: Box<Metadata>, payload: AlignedBuf },
@@ -89,10 +94,12 @@ pub enum Bytes {
 
 impl Drop for Bytes {
     fn drop(&mut self) {
-        if let Self::Slot { ring, handle, committed: false } = self {
-            // Never written (Cyclone gave the loan back, or its write failed):
-            // readers step over the sequence number.
-            let _ = ring.discard_slot(*handle);
+        match self {
+            // Never written (Cyclone gave the loan back, or its write
+            // failed): readers step over the sequence number.
+            Self::Slot { ring, handle, committed: false } => drop(ring.discard_slot(*handle)),
+            Self::Kept { ring, kept, .. } => ring.unkeep(*kept),
+            _ => {}
         }
     }
 }

@@ -7,11 +7,19 @@
 //!
 //! What a slot says is untrusted: the metadata is copied out and checked
 //! (state, reserved field, size within the slot) before Cyclone sees it.
-//! The payload is copied out of the slot too, so the slot goes back to the
-//! ring at once: a ring reader holds at most one sample in place, and a
-//! reader cache that keeps samples (KEEP_LAST, an application that never
-//! takes) must never hold up the writers. Holding several samples in place
-//! needs the ring protocol to release slots out of order (see the README).
+//!
+//! A raw sample (a memcpy-safe type) is stored **in place**: the loan's
+//! sample pointer is the slot's payload, the slot is kept for it
+//! (`PosixSlotAllocator::keep`) and goes back to the ring when Cyclone frees
+//! the loan. Writers skip a kept slot, so a reader cache that keeps loans
+//! (KEEP_LAST, an application that never takes) never holds them up; a
+//! reader keeps at most a quarter of the ring's slots (at most 16), and
+//! samples beyond that are copied out, counted.
+//!
+//! A serialized sample is copied out: Cyclone copies it into its own
+//! sample anyway (`serdata_default_from_psmx`), after checking the CDR in
+//! the loan's buffer — which, in a slot, another process could change
+//! between the check and the copy. A private copy closes that window.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +27,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use shmslot::{PosixSlotAllocator, SlotBackend, SlotError, SlotHandle};
+
+/// Whether a received sample's slot is still the reader's to release, or
+/// was kept in place for its loan.
+enum Outcome {
+    Release,
+    Kept,
+}
 
 use crate::ddsc::{self, Ddsc};
 use crate::ffi::{self, DdsEntity, DdsReturn, Endpoint, EndpointOps, Guid, LoanedSample, Metadata};
@@ -28,18 +43,32 @@ use crate::loan::{AlignedBuf, Bytes, Loan, HEADER, PID_AT};
 /// How long the thread parks before it looks at its stop flag again.
 const PARK: Duration = Duration::from_millis(25);
 
+/// Longest wait, per sample, for the application to give back a loan when
+/// the reader keeps its limit of samples in place.
+const KEEP_WAIT: Duration = Duration::from_millis(2);
+/// What the waits of [`KEEP_WAIT`] that end without a loan given back may
+/// cost at most: this much per second (1 %). An application that takes its
+/// loans is waited for (its cache drains; the ring holds the writer back
+/// meanwhile, as a reliable reader's does); one that never takes costs the
+/// writers at most this, and its further samples are copied.
+const KEEP_WAIT_PER_SECOND: Duration = Duration::from_millis(10);
+
 /// How long the first sample of a writer Cyclone does not know waits for
 /// discovery before it is stored with default writer QoS.
 const UNKNOWN_WRITER_WAIT: Duration = Duration::from_millis(100);
 
 /// What the endpoint and its thread share.
 pub struct Shared {
-    pub ring: PosixSlotAllocator,
+    pub ring: Arc<PosixSlotAllocator>,
     pub reader: u8,
     stop: AtomicBool,
     ignore_local: u32,
     /// Samples stored in Cyclone's cache.
     pub delivered: AtomicU64,
+    /// Of those, raw samples stored in place (their slot kept for the loan).
+    pub in_place: AtomicU64,
+    /// Raw samples copied out because the reader kept its limit already.
+    pub over_limit: AtomicU64,
     /// Samples filtered out (the reader ignores its participant's or
     /// process's samples).
     pub ignored: AtomicU64,
@@ -69,11 +98,13 @@ const OPS: EndpointOps = EndpointOps { request_loan: None, write: None, take: So
 pub fn create(ring: PosixSlotAllocator, qos: &QosView) -> Result<*mut Endpoint, String> {
     let reader = ring.register_reader().map_err(|e| format!("ring {}: {e}", ring.flink_path().display()))?;
     let shared = Arc::new(Shared {
-        ring,
+        ring: Arc::new(ring),
         reader,
         stop: AtomicBool::new(false),
         ignore_local: qos.ignore_local,
         delivered: AtomicU64::new(0),
+        in_place: AtomicU64::new(0),
+        over_limit: AtomicU64::new(0),
         ignored: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
         unknown: AtomicU64::new(0),
@@ -103,9 +134,11 @@ pub unsafe fn delete(ep: *mut Endpoint) {
         d.log(
             ffi::LC_INFO,
             &format!(
-                "reader endpoint on ring {} deleted: {} samples stored ({} of writers Cyclone did not know), {} ignored (own participant or process), {} rejected",
+                "reader endpoint on ring {} deleted: {} samples stored ({} in place, {} raw ones copied beyond the keep limit, {} of writers Cyclone did not know), {} ignored (own participant or process), {} rejected",
                 s.ring.flink_path().display(),
                 s.delivered.load(Ordering::Relaxed),
+                s.in_place.load(Ordering::Relaxed),
+                s.over_limit.load(Ordering::Relaxed),
                 s.unknown.load(Ordering::Relaxed),
                 s.ignored.load(Ordering::Relaxed),
                 s.rejected.load(Ordering::Relaxed)
@@ -130,7 +163,7 @@ unsafe extern "C" fn on_data_available(ep: *mut Endpoint, reader: DdsEntity) -> 
     if rc != ffi::DDS_RETCODE_OK {
         return rc;
     }
-    let rx = Receiver { shared: Arc::clone(&r.shared), ddsc: d, reader, guid, pid: std::process::id(), origin: ep as usize, complained: false, unknown_writer: None };
+    let rx = Receiver { shared: Arc::clone(&r.shared), ddsc: d, reader, guid, pid: std::process::id(), origin: ep as usize, complained: false, unknown_writer: None, wait_budget: KEEP_WAIT_PER_SECOND, budget_at: std::time::Instant::now() };
     let spawned = spawn_without_signals(format!("psmx-shmslot-{reader}"), move || rx.run());
     match spawned {
         Ok(t) => {
@@ -198,6 +231,10 @@ struct Receiver {
     /// The last writer Cyclone did not know: its further samples are stored
     /// with default writer QoS at once.
     unknown_writer: Option<Guid>,
+    /// What is left of this second's waiting for loans (see
+    /// [`KEEP_WAIT_PER_SECOND`]), and when it was last topped up.
+    wait_budget: Duration,
+    budget_at: std::time::Instant,
 }
 
 impl Receiver {
@@ -206,9 +243,10 @@ impl Receiver {
         while !s.stop.load(Ordering::Relaxed) {
             match s.ring.next_unread_slot_timeout(s.reader, PARK) {
                 Ok(Some(h)) => {
-                    self.deliver(h);
-                    if let Err(e) = s.ring.mark_read(h, s.reader) {
-                        self.complain(&format!("release: {e}"));
+                    if let Outcome::Release = self.deliver(h) {
+                        if let Err(e) = s.ring.mark_read(h, s.reader) {
+                            self.complain(&format!("release: {e}"));
+                        }
                     }
                 }
                 Ok(None) => {}
@@ -236,15 +274,19 @@ impl Receiver {
 
     /// Hands the held sample `h` to Cyclone (or skips it: bad metadata, or
     /// a sample this reader ignores).
-    fn deliver(&mut self, h: SlotHandle) {
+    fn deliver(&mut self, h: SlotHandle) -> Outcome {
         let s = Arc::clone(&self.shared);
         let (ptr, len) = match s.ring.slot_read_ptr(h) {
             Ok(x) => x,
-            Err(e) => return self.complain(&e.to_string()),
+            Err(e) => {
+                self.complain(&e.to_string());
+                return Outcome::Release;
+            }
         };
         if len < HEADER {
             s.rejected.fetch_add(1, Ordering::Relaxed);
-            return self.complain(&format!("a {len}-byte sample (shorter than the {HEADER}-byte header), skipped"));
+            self.complain(&format!("a {len}-byte sample (shorter than the {HEADER}-byte header), skipped"));
+            return Outcome::Release;
         }
         // SAFETY: the held slot's region is `len >= HEADER` bytes, readable
         // until mark_read; both reads copy (another process may change the
@@ -254,7 +296,8 @@ impl Receiver {
             Ok(n) => n,
             Err(e) => {
                 s.rejected.fetch_add(1, Ordering::Relaxed);
-                return self.complain(&format!("{e}, skipped"));
+                self.complain(&format!("{e}, skipped"));
+                return Outcome::Release;
             }
         };
         let ignore = match s.ignore_local {
@@ -264,17 +307,29 @@ impl Receiver {
         };
         if ignore {
             s.ignored.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Outcome::Release;
         }
-        // SAFETY: `size` bytes from HEADER lie inside the held region
-        // (checked above).
-        let Some(payload) = (unsafe { AlignedBuf::copy_of(ptr.add(HEADER), size) }) else {
-            return self.complain(&format!("out of memory for a {size}-byte sample"));
-        };
         let meta_guid = meta.guid;
         let mut meta = Box::new(meta);
-        let (m, p) = (std::ptr::from_mut(&mut *meta), payload.as_ptr());
-        let loan = Box::into_raw(Loan::new(self.origin as *mut Endpoint, m, p, Bytes::Heap { meta, payload })).cast::<LoanedSample>();
+        let m = std::ptr::from_mut(&mut *meta);
+        let raw = matches!(meta.sample_state, ffi::SAMPLE_STATE_RAW_KEY | ffi::SAMPLE_STATE_RAW_DATA);
+        let kept = if raw { self.keep(h) } else { None };
+        let (outcome, loan) = if let Some(kept) = kept {
+            s.in_place.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: HEADER < len: the payload starts inside the slot.
+            let p = unsafe { ptr.add(HEADER) }.cast_mut();
+            (Outcome::Kept, Loan::new(self.origin as *mut Endpoint, m, p, Bytes::Kept { ring: Arc::clone(&s.ring), kept, meta }))
+        } else {
+            // SAFETY: `size` bytes from HEADER lie inside the held region
+            // (checked above).
+            let Some(payload) = (unsafe { AlignedBuf::copy_of(ptr.add(HEADER), size) }) else {
+                self.complain(&format!("out of memory for a {size}-byte sample"));
+                return Outcome::Release;
+            };
+            let p = payload.as_ptr();
+            (Outcome::Release, Loan::new(self.origin as *mut Endpoint, m, p, Bytes::Heap { meta, payload }))
+        };
+        let loan = Box::into_raw(loan).cast::<LoanedSample>();
         match self.store(loan, meta_guid) {
             ffi::DDS_RETCODE_OK => {
                 s.delivered.fetch_add(1, Ordering::Relaxed);
@@ -284,8 +339,38 @@ impl Receiver {
                 self.complain(&format!("Cyclone refused a sample (return code {rc})"));
             }
         }
-        // SAFETY: gives back our reference.
+        // SAFETY: gives back our reference (a kept slot goes back to the
+        // ring with the last one).
         unsafe { Loan::unref(loan) };
+        outcome
+    }
+
+    /// Keeps the held raw sample `h` in place for a loan; at the reader's
+    /// limit it waits a little for the application to give one back (within
+    /// the wait budget), then gives up: `None`, copy it.
+    fn keep(&mut self, h: SlotHandle) -> Option<shmslot::Kept> {
+        let s = Arc::clone(&self.shared);
+        let now = std::time::Instant::now();
+        self.wait_budget = (self.wait_budget + (now - self.budget_at) * KEEP_WAIT_PER_SECOND.as_millis() as u32 / 1000).min(KEEP_WAIT_PER_SECOND);
+        self.budget_at = now;
+        let wait = self.wait_budget.min(KEEP_WAIT);
+        let kept = s.ring.keep_timeout(h, s.reader, wait);
+        if !matches!(kept, Ok(Some(_))) {
+            // Only a wait in vain counts: one that ended with a loan given
+            // back was the application taking.
+            self.wait_budget -= (std::time::Instant::now() - now).min(self.wait_budget);
+        }
+        match kept {
+            Ok(Some(k)) => Some(k),
+            Ok(None) => {
+                s.over_limit.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(e) => {
+                self.complain(&format!("keep: {e}"));
+                None
+            }
+        }
     }
 
     /// Stores `loan` in the reader's cache. Cyclone drops a sample whose

@@ -119,6 +119,12 @@ unsafe extern "C" fn write(ep: *mut Endpoint, data: *mut LoanedSample) -> DdsRet
             }
             copy_when_room(w, meta, payload.as_ptr(), size)
         }
+        // A reader's loan: Cyclone hands a writer only loans of its own
+        // endpoint (it checks the origin), so this is a caller's mistake.
+        Bytes::Kept { .. } => {
+            ddsc::log(ffi::LC_ERROR, "write of a received sample's loan on a writer endpoint");
+            ffi::DDS_RETCODE_BAD_PARAMETER
+        }
     }
 }
 

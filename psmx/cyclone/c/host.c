@@ -4,7 +4,7 @@
 // run it as separate processes.
 //
 //   cyclone_host pub fixed|var COUNT SUBSCRIBERS
-//   cyclone_host sub fixed|var COUNT
+//   cyclone_host sub fixed|var COUNT [hold]
 //
 // pub: waits until SUBSCRIBERS readers match, writes COUNT reliable keep-all
 //      samples (fixed: 1 KiB with loans; var: keyed, 16 B to 256 KiB), waits
@@ -13,6 +13,9 @@
 //      checksums, and prints one line:
 //      "received N in_order N checksum_ok N loans_in_shm N" (in_order:
 //      new sequence numbers, each above the last of its instance)
+//
+// sub hold: takes nothing until the publisher is gone (its reader cache keeps
+//      every sample meanwhile), then as sub.
 //
 // Both print "ready" once matched, and report errors on stderr.
 #include <stdio.h>
@@ -152,7 +155,7 @@ static int publish (dds_entity_t pp, dds_entity_t tp, int fixed, uint32_t count,
   return 0;
 }
 
-static int subscribe (dds_entity_t pp, dds_entity_t tp, int fixed, uint32_t count)
+static int subscribe (dds_entity_t pp, dds_entity_t tp, int fixed, uint32_t count, int hold)
 {
   dds_qos_t *qos = reliable_qos ();
   dds_entity_t rd = dds_create_reader (pp, tp, qos, NULL);
@@ -169,6 +172,17 @@ static int subscribe (dds_entity_t pp, dds_entity_t tp, int fixed, uint32_t coun
   } while (st.current_count < 1);
   printf ("ready\n");
   fflush (stdout);
+  if (hold)
+  {
+    // Take nothing while the publisher is there.
+    dds_time_t until = dds_time () + DDS_SECS (30);
+    do {
+      dds_sleepfor (DDS_MSECS (10));
+      dds_get_subscription_matched_status (rd, &st);
+    } while (st.current_count > 0 && dds_time () < until);
+    printf ("publisher gone\n");
+    fflush (stdout);
+  }
   uint32_t received = 0, in_order = 0, ok = 0, shm = 0;
   // In order per instance (keyless: one instance), each sequence once.
   int64_t last[7] = { -1, -1, -1, -1, -1, -1, -1 };
@@ -234,7 +248,7 @@ int main (int argc, char **argv)
 {
   if (argc < 4 || (strcmp (argv[1], "pub") && strcmp (argv[1], "sub")) || (strcmp (argv[2], "fixed") && strcmp (argv[2], "var")))
   {
-    fprintf (stderr, "usage: cyclone_host pub|sub fixed|var COUNT [SUBSCRIBERS]\n");
+    fprintf (stderr, "usage: cyclone_host pub|sub fixed|var COUNT [SUBSCRIBERS|hold]\n");
     return 2;
   }
   const int fixed = strcmp (argv[2], "fixed") == 0;
@@ -246,7 +260,7 @@ int main (int argc, char **argv)
   dds_entity_t tp = dds_create_topic (pp, desc, fixed ? "shmslot_fixed" : "shmslot_var", NULL, NULL);
   if (tp < 0)
     die ("create topic", tp);
-  int r = argv[1][0] == 'p' ? publish (pp, tp, fixed, count, argc > 4 ? (uint32_t) strtoul (argv[4], NULL, 10) : 1) : subscribe (pp, tp, fixed, count);
+  int r = argv[1][0] == 'p' ? publish (pp, tp, fixed, count, argc > 4 ? (uint32_t) strtoul (argv[4], NULL, 10) : 1) : subscribe (pp, tp, fixed, count, argc > 4 && strcmp (argv[4], "hold") == 0);
   dds_delete (pp);
   return r;
 }
