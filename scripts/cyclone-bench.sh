@@ -7,11 +7,14 @@
 #
 #   scripts/cyclone-bench.sh [--reps N] [--secs S]
 #
-# Round trips (ddsperf ping/pong, listener mode, keep-last-1): fixed-size
-# memcpy-safe topics UK16 (16 B), UK1k, UK64k, and the keyed KS topic at
-# 1 MiB (serialized). Throughput (ddsperf pub/sub, reliable keep-all): UK1k
-# and UK64k flat out. Prints one line per measurement, then medians per
-# case and system and the shmslot/UDP ratios.
+# Round trips with loans on both sides (psmx/cyclone's cyclone_pingpong,
+# listener mode, reliable keep-last-1): fixed-size memcpy-safe types of 8 B,
+# 1 KiB, 64 KiB and 1 MiB (case "pp SIZE"). Round trips with ddsperf
+# (ping/pong, listener mode, keep-last-1): its fixed-size memcpy-safe topics
+# UK16 (16 B), UK1k, UK64k, and the keyed KS topic at 1 MiB (serialized).
+# Throughput (ddsperf pub/sub, reliable keep-all): UK1k and UK64k flat out.
+# Prints one line per measurement, then medians per case and system and the
+# shmslot/UDP ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +29,11 @@ while [ $# -gt 0 ]; do
 done
 
 cargo build --release -q -p psmx_shmslot -p psmx_cyclone -p flink
-cyclone=$(ls -td target/release/build/psmx_cyclone-*/out/cyclone 2>/dev/null | head -1)
-[ -x "$cyclone/bin/ddsperf" ] || { echo "no ddsperf under target/release/build/psmx_cyclone-*/out/cyclone" >&2; exit 1; }
+# (Builds with other features of the workspace have their own build
+# directories: take the newest.)
+pingpong=$(ls -t target/release/build/psmx_cyclone-*/out/cyclone_pingpong 2>/dev/null | head -1)
+cyclone=$(dirname "$pingpong")/cyclone
+[ -x "$pingpong" ] && [ -x "$cyclone/bin/ddsperf" ] || { echo "no cyclone_pingpong and ddsperf under target/release/build/psmx_cyclone-*/out" >&2; exit 1; }
 plugin=$(pwd)/target/release/libpsmx_shmslot.so
 export LD_LIBRARY_PATH="$cyclone/lib"
 work=$(mktemp -d /tmp/cyclone-bench.XXXXXX)
@@ -36,7 +42,7 @@ export SHMSLOT_DIR="$work/rings"
 mkdir -m 700 "$SHMSLOT_DIR"
 # On the way out: stop what still runs, remove the rings a killed process
 # left (flink clean decides by the kernel locks), then the directory.
-trap 'pkill -f "$cyclone/bin/ddsperf" 2>/dev/null || true; sleep 0.2; target/release/flink clean --dir "$SHMSLOT_DIR" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+trap 'pkill -f "$cyclone/bin/ddsperf" 2>/dev/null || true; pkill -f "$pingpong" 2>/dev/null || true; sleep 0.2; target/release/flink clean --dir "$SHMSLOT_DIR" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 uri() { # system
     if [ "$1" = shmslot ]; then
@@ -55,7 +61,11 @@ run() {
     [ "$size" != - ] && sz=(size "$size")
     export CYCLONEDDS_URI
     CYCLONEDDS_URI=$(uri "$sys")
-    if [ "$kind" = rt ]; then
+    if [ "$kind" = pp ]; then
+        taskset -c 1 timeout $((secs + 8)) "$pingpong" pong "$topic" "$secs" > "$work/peer" 2>&1 &
+        sleep 0.3
+        taskset -c 0 timeout $((secs + 8)) "$pingpong" ping "$topic" "$secs" > "$work/out" 2>&1 || true
+    elif [ "$kind" = rt ]; then
         taskset -c 1 timeout $((secs + 4)) "$cyclone/bin/ddsperf" -i $domain -T "$topic" -D $((secs + 1)) pong > "$work/peer" 2>&1 &
         sleep 0.3
         taskset -c 0 timeout $((secs + 4)) "$cyclone/bin/ddsperf" -i $domain -T "$topic" -D "$secs" ping "${sz[@]}" > "$work/out" 2>&1 || true
@@ -70,7 +80,12 @@ import re, statistics, sys
 kind, system, topic, size, path = sys.argv[1:]
 text = open(path).read()
 case = f"{topic}" + ("" if size == "-" else f" {size}")
-if kind == "rt":
+if kind == "pp":
+    m = re.search(r"RESULT p50_us ([\d.]+) p99_us ([\d.]+) count (\d+)", text)
+    if not m:
+        print(f"RESULT pp {system} {case} - - -"); sys.exit()
+    print(f"RESULT pp {system} {case} p50_us {m.group(1)} p99_us {m.group(2)} count {m.group(3)}")
+elif kind == "rt":
     rows = re.findall(r"size (\d+) mean [\d.]+us min [\d.]+us 50% ([\d.]+)us 90% [\d.]+us 99% ([\d.]+)us .* cnt (\d+)", text)
     rows = rows[1:] or rows  # the first second includes matching
     if not rows:
@@ -90,7 +105,7 @@ EOF
 
 echo "Cyclone DDS 11.0.1 ddsperf, shmslot PSMX vs UDP loopback, $reps repetitions of ${secs} s per case, $(date -u +%F), $(nproc) CPUs"
 for rep in $(seq 1 "$reps"); do
-    for c in "rt UK16 -" "rt UK1k -" "rt UK64k -" "rt KS 1MiB" "thr UK1k -" "thr UK64k -"; do
+    for c in "pp 8 -" "pp 1k -" "pp 64k -" "pp 1m -" "rt UK16 -" "rt UK1k -" "rt UK64k -" "rt KS 1MiB" "thr UK1k -" "thr UK64k -"; do
         set -- $c
         for sys in shmslot udp; do
             run "$1" "$sys" "$2" "$3"
@@ -103,7 +118,7 @@ import collections, statistics, sys
 vals = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     w = line.split()
-    if len(w) < 5 or w[0] != "RESULT" or "-" in w[4:5]:
+    if len(w) < 5 or w[0] != "RESULT" or "-" in w:
         continue
     kind, system = w[1], w[2]
     i = 3
@@ -119,9 +134,9 @@ for line in open(sys.argv[1]):
             pass
 print()
 print("medians per case (shmslot / udp)")
-cases = sorted({(k, c) for (k, c, _, _) in vals}, key=lambda x: (x[0], x[1]))
+cases = list(dict.fromkeys((k, c) for (k, c, _, _) in vals))
 for kind, case in cases:
-    keys = ["p50_us", "p99_us"] if kind == "rt" else ["kS_per_s", "lost"]
+    keys = ["p50_us", "p99_us"] if kind in ("rt", "pp") else ["kS_per_s", "lost"]
     parts = []
     for k in keys:
         a = vals.get((kind, case, "shmslot", k), [])
@@ -131,4 +146,7 @@ for kind, case in cases:
             ratio = f" ({ma / mb:.3f}x)" if mb else ""
             parts.append(f"{k} {ma:g} / {mb:g}{ratio}")
     print(f"  {kind:3} {case:10} " + "; ".join(parts))
+big, small = vals.get(("pp", "1m", "shmslot", "p50_us")), vals.get(("pp", "8", "shmslot", "p50_us"))
+if big and small:
+    print(f"  zero copy: 1 MiB round trip / 8 B round trip over shmslot = {statistics.median(big) / statistics.median(small):.2f}x")
 EOF

@@ -1,6 +1,7 @@
 //! Builds Cyclone DDS 11.0.1 as shared libraries (with `idlc` and
 //! `ddsperf`) from the source the cyclors crate carries, then the C host
-//! programs of the plugin's tests against it. The tests find them through
+//! programs of the plugin's tests (`cyclone_host`) and of its benchmark
+//! (`cyclone_pingpong`) against it. The tests find them through
 //! `CYCLONE_HOME` and `CYCLONE_HOST`, set at compile time.
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,26 +44,31 @@ fn main() {
     let c = manifest.join("c");
     let gen = out.join("gen");
     std::fs::create_dir_all(&gen).unwrap();
-    run(Command::new(home.join("bin/idlc")).arg("-o").arg(&gen).arg(c.join("types.idl")).env("LD_LIBRARY_PATH", home.join("lib")));
-    let compiler = cc::Build::new().get_compiler();
-    let host = out.join("cyclone_host");
     let lib = home.join("lib");
-    run(compiler
-        .to_command()
-        .args(["-O2", "-Wall", "-Werror", "-o"])
-        .arg(&host)
-        .arg(c.join("host.c"))
-        .arg(gen.join("types.c"))
-        .arg(format!("-I{}", home.join("include").display()))
-        .arg(format!("-I{}", gen.display()))
-        .arg(format!("-L{}", lib.display()))
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-lddsc"));
+    let idlc = |idl: &str| run(Command::new(home.join("bin/idlc")).arg("-o").arg(&gen).arg(c.join(idl)).env("LD_LIBRARY_PATH", &lib));
+    let compile = |program: &Path, sources: &[PathBuf]| {
+        run(cc::Build::new()
+            .get_compiler()
+            .to_command()
+            .args(["-O2", "-Wall", "-Werror", "-o"])
+            .arg(program)
+            .args(sources)
+            .arg(format!("-I{}", home.join("include").display()))
+            .arg(format!("-I{}", gen.display()))
+            .arg(format!("-L{}", lib.display()))
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .arg("-lddsc"))
+    };
+    idlc("types.idl");
+    idlc("bench.idl");
+    let host = out.join("cyclone_host");
+    compile(&host, &[c.join("host.c"), gen.join("types.c")]);
+    // The round-trip benchmark of scripts/cyclone-bench.sh.
+    compile(&out.join("cyclone_pingpong"), &[c.join("pingpong.c"), gen.join("bench.c")]);
     println!("cargo:rustc-env=CYCLONE_HOME={}", home.display());
     println!("cargo:rustc-env=CYCLONE_HOST={}", host.display());
-    for f in ["host.c", "types.idl"] {
+    for f in ["host.c", "types.idl", "pingpong.c", "bench.idl"] {
         println!("cargo:rerun-if-changed={}", c.join(f).display());
     }
     println!("cargo:rerun-if-changed=build.rs");
-    let _ = Path::new("");
 }

@@ -350,6 +350,10 @@ impl Receiver {
     /// the wait budget), then gives up: `None`, copy it.
     fn keep(&mut self, h: SlotHandle) -> Option<shmslot::Kept> {
         let s = Arc::clone(&self.shared);
+        // Below the limit: no clock, no wait.
+        if let Ok(Some(k)) = s.ring.keep(h, s.reader) {
+            return Some(k);
+        }
         let now = std::time::Instant::now();
         self.wait_budget = (self.wait_budget + (now - self.budget_at) * KEEP_WAIT_PER_SECOND.as_millis() as u32 / 1000).min(KEEP_WAIT_PER_SECOND);
         self.budget_at = now;
