@@ -46,6 +46,7 @@ pub mod blackboard;
 #[cfg(all(feature = "dust-dds", not(loom)))]
 pub mod dust_dds;
 mod error;
+mod hash;
 pub mod locator;
 mod memory;
 #[cfg(not(loom))]
@@ -53,6 +54,8 @@ mod posix;
 mod protocol;
 mod pubsub;
 mod sync;
+#[cfg(not(loom))]
+mod sys;
 #[cfg(not(loom))]
 pub mod transport;
 

@@ -76,6 +76,7 @@ use std::str::FromStr;
 use byteorder::{BigEndian, ByteOrder, LittleEndian};
 
 use crate::backend::OverflowPolicy;
+use crate::hash::Fnv1a64;
 
 /// Kind of an invalid locator.
 pub const LOCATOR_KIND_INVALID: i32 = -1;
@@ -646,37 +647,13 @@ impl NamespaceFacts {
     /// same id on every build and platform.
     pub fn id(&self) -> NamespaceId {
         let mut h = Fnv1a64::new();
-        h.field(b"shmslot-namespace-v1");
-        h.field(self.boot_id.as_bytes());
-        h.field(self.ipc_namespace.as_bytes());
-        h.field(&self.shm_device.to_le_bytes());
-        h.field(&self.shm_inode.to_le_bytes());
-        h.field(&self.euid.to_le_bytes());
+        h.field(b"shmslot-namespace-v1")
+            .field(self.boot_id.as_bytes())
+            .field(self.ipc_namespace.as_bytes())
+            .field(&self.shm_device.to_le_bytes())
+            .field(&self.shm_inode.to_le_bytes())
+            .field(&self.euid.to_le_bytes());
         NamespaceId(h.0)
-    }
-}
-
-/// 64-bit FNV-1a.
-struct Fnv1a64(u64);
-
-impl Fnv1a64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-
-    fn new() -> Self {
-        Self(Self::OFFSET_BASIS)
-    }
-
-    fn bytes(&mut self, b: &[u8]) {
-        for &x in b {
-            self.0 = (self.0 ^ u64::from(x)).wrapping_mul(Self::PRIME);
-        }
-    }
-
-    /// One length-prefixed field.
-    fn field(&mut self, b: &[u8]) {
-        self.bytes(&(b.len() as u64).to_le_bytes());
-        self.bytes(b);
     }
 }
 

@@ -219,31 +219,16 @@ pub unsafe trait Pod: Copy + Send + Sync + 'static {
 /// A 128-bit FNV-1a hash of a type's name, size and alignment, usable in a
 /// `const` for [`Pod::TYPE_HASH`].
 pub const fn type_hash(name: &str, size: usize, align: usize) -> [u8; 16] {
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    let b = name.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        h ^= b[i] as u128;
-        h = h.wrapping_mul(PRIME);
-        i += 1;
-    }
-    let mut extra = [0u8; 16];
     let s = (size as u64).to_le_bytes();
     let a = (align as u64).to_le_bytes();
+    let mut extra = [0u8; 16];
     let mut j = 0;
     while j < 8 {
         extra[j] = s[j];
         extra[8 + j] = a[j];
         j += 1;
     }
-    let mut k = 0;
-    while k < 16 {
-        h ^= extra[k] as u128;
-        h = h.wrapping_mul(PRIME);
-        k += 1;
-    }
-    h.to_le_bytes()
+    crate::hash::fnv1a_128_from(crate::hash::fnv1a_128(name.as_bytes()), &extra).to_le_bytes()
 }
 
 fn check_type<T: Pod, B: SlotBackend>(backend: &B) -> Result<(), TypeError> {

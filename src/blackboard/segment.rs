@@ -16,7 +16,9 @@ use super::ownership::Leave;
 use super::validate::{check_image, validate, BoardInfo};
 use super::EntryId;
 use crate::error::{OpenError, ValidationError};
-use crate::posix::{flink, lock, now_ms, resolve, shm};
+use crate::posix::{flink, lock, resolve};
+use crate::sys::clock::wall_ms;
+use crate::sys::shm;
 
 /// Writes an entry's initial value at the pointer it is given (a value
 /// buffer, 64-aligned, at least the value's size).
@@ -56,7 +58,7 @@ impl Segment {
     /// [`BlackboardBuilder::create`](super::BlackboardBuilder::create).
     pub fn create(flink_path: &Path, dir: Option<&Path>, key: TypeDesc, keys: Vec<Vec<u8>>, entries: Vec<(TypeDesc, InitFn)>) -> Result<Self, BlackboardError> {
         let pid = std::process::id();
-        let created = now_ms();
+        let created = wall_ms();
         let types: Vec<TypeDesc> = entries.iter().map(|(t, _)| *t).collect();
         let (image, total) = build_image(key, &keys, &types, pid, created).ok_or(BlackboardError::Config {
             what: "blackboard size",

@@ -391,10 +391,7 @@ pub fn try_participant_factory(config: TransportConfig) -> Result<&'static Facto
 fn guid_ids(n: u32) -> ([u8; 4], [u8; 4]) {
     let ns = NamespaceId::current().map(|id| id.0).unwrap_or(0);
     let pid_ns = std::fs::read_link("/proc/self/ns/pid").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut h = ns ^ 0xcbf2_9ce4_8422_2325;
-    for b in pid_ns.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = crate::hash::Fnv1a64(ns ^ crate::hash::OFFSET_64).bytes(pid_ns.as_bytes()).0;
     let host = ((h >> 32) as u32 ^ h as u32).to_be_bytes();
     let app = (std::process::id() & 0x00ff_ffff | (n & 0xff) << 24).to_be_bytes();
     (host, app)

@@ -190,7 +190,7 @@ pub(crate) fn valid_segment_name(n: &str) -> bool {
 
 /// A fresh object name for this user.
 pub(crate) fn new_segment_name() -> String {
-    format!("/shmslot.{}.{:016x}", super::shm::euid(), super::shm::random_u64())
+    format!("/shmslot.{}.{:016x}", crate::sys::shm::euid(), crate::sys::shm::random_u64())
 }
 
 /// The default discovery directory: `$SHMSLOT_DIR`, else
@@ -202,7 +202,7 @@ pub fn default_discovery_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("shmslot");
     }
-    PathBuf::from(format!("/tmp/shmslot-{}", super::shm::euid()))
+    PathBuf::from(format!("/tmp/shmslot-{}", crate::sys::shm::euid()))
 }
 
 /// Creates `dir` (mode 0700) if missing and checks it is safe: a real
@@ -239,7 +239,7 @@ pub(crate) fn check_dir(dir: &Path) -> Result<(), OpenError> {
     if !md.is_dir() {
         return refuse("not a directory");
     }
-    if md.uid() != super::shm::euid() {
+    if md.uid() != crate::sys::shm::euid() {
         return refuse("the directory is owned by another user");
     }
     if md.mode() & 0o022 != 0 {
@@ -266,7 +266,7 @@ pub(crate) fn publish(path: &Path, info: &FlinkInfo) -> Result<(), OpenError> {
 fn with_temp(path: &Path, info: &FlinkInfo, put: impl FnOnce(&Path) -> Result<(), OpenError>) -> Result<(), OpenError> {
     let bytes = info.encode().map_err(|error| OpenError::Invalid { path: path.to_owned(), error })?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".flink-tmp.{}.{:016x}", std::process::id(), super::shm::random_u64()));
+    let tmp = dir.join(format!(".flink-tmp.{}.{:016x}", std::process::id(), crate::sys::shm::random_u64()));
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -329,7 +329,7 @@ pub(crate) fn open_checked(path: &Path) -> Result<(fs::File, FlinkInfo), OpenErr
     if !md.is_file() {
         return refuse("not a regular file");
     }
-    if md.uid() != super::shm::euid() {
+    if md.uid() != crate::sys::shm::euid() {
         return refuse("the flink file is owned by another user");
     }
     if md.mode() & 0o022 != 0 {

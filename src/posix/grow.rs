@@ -57,7 +57,8 @@ use std::sync::atomic::{AtomicU32 as StdAtomicU32, AtomicU8};
 use std::time::{Duration, Instant};
 
 use super::layout::{Layout, CHAIN_MOVED, CHAIN_MOVING, MAX_GENERATIONS};
-use super::{flink, lock, shm, FlinkInfo, PosixSlotAllocator};
+use super::{flink, lock, FlinkInfo, PosixSlotAllocator};
+use crate::sys::shm;
 use crate::backend::SlotHandle;
 use crate::error::{OpenError, SlotError};
 use crate::protocol::{entry_kind, ENTRY_ACTIVE, ENTRY_ADOPTING};

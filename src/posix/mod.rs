@@ -6,8 +6,6 @@ pub(crate) mod flink;
 mod grow;
 mod layout;
 pub(crate) mod lock;
-mod membarrier;
-pub(crate) mod shm;
 pub(crate) mod status;
 mod validate;
 
@@ -17,13 +15,14 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use linux_futex::{Futex, Shared};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHandle, SlotHeader, DEFAULT_SPIN};
 use crate::error::{OpenError, SlotError, ValidationError};
 use crate::protocol::{entry_kind, entry_next, Control, Geometry, Parker, ReaderEntry, RingView, SlotArray, ENTRY_ACTIVE, ENTRY_FREE, ENTRY_RECLAIMING};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sys::clock::{coarse_ms, wall_ms};
+use crate::sys::{futex, membarrier, shm};
 
 pub use flink::{default_discovery_dir, FlinkInfo, SegmentKind};
 pub use grow::GrowthStrategy;
@@ -38,20 +37,6 @@ const PARK_SLICE: Duration = Duration::from_millis(25);
 const CHECK_INTERVAL_MS: u64 = 10;
 /// A handle without a writer entry.
 const NO_WRITER: u32 = u32::MAX;
-
-/// Milliseconds on the coarse monotonic clock: a full `CLOCK_MONOTONIC`
-/// read (tens of ns on a VM) on every failed reservation of a writer that
-/// spins on a full ring slowed the hand-off it waits for; the coarse clock
-/// reads a value the kernel keeps (a few ns) and its resolution (a tick,
-/// 1–4 ms) is finer than [`CHECK_INTERVAL_MS`] needs.
-fn clock_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE
-    // exists on every Linux since 2.6.32 (on an error `ts` stays 0, which
-    // only makes the next check due later).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    (ts.tv_sec as u64).wrapping_mul(1000).wrapping_add(ts.tv_nsec as u64 / 1_000_000)
-}
 
 use layout::{Layout, SegmentHeader, WriterEntry, CONTROL_OFFSET, INIT_CREATING, INIT_READY, LAYOUT_VERSION, MAGIC, READERS_OFFSET};
 
@@ -80,19 +65,12 @@ impl Drop for FloorCell {
 #[derive(Clone, Copy)]
 pub(crate) struct FutexParker;
 
-fn futex(word: &AtomicU32) -> &Futex<Shared> {
-    // SAFETY: `Futex<Shared>` is `#[repr(transparent)]` over `AtomicU32`
-    // (plus a zero-sized marker), so the reference cast is layout-exact.
-    unsafe { &*std::ptr::from_ref(word).cast::<Futex<Shared>>() }
-}
-
 impl Parker for FutexParker {
     fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
-        // WrongValue, Interrupted and TimedOut all mean "look again".
-        let _ = futex(word).wait_for(expected, timeout);
+        futex::wait(word, expected, timeout);
     }
     fn wake_all(&self, word: &AtomicU32) {
-        futex(word).wake(i32::MAX);
+        futex::wake_all(word);
     }
     fn heavy_barrier(&self) {
         membarrier::heavy();
@@ -305,9 +283,9 @@ pub struct PosixSlotAllocator {
     lock_table: parking_lot::Mutex<()>,
     /// Reader entries this handle registered (it holds their locks).
     my_readers: AtomicU64,
-    /// `clock_ms` before which no liveness check of a reader runs.
+    /// `coarse_ms` before which no liveness check of a reader runs.
     next_read_check_ms: AtomicU64,
-    /// `clock_ms` before which no liveness check of a writer runs.
+    /// `coarse_ms` before which no liveness check of a writer runs.
     next_write_check_ms: AtomicU64,
     /// Empty polls since the last look at the clock.
     idle_polls: AtomicU32,
@@ -362,10 +340,6 @@ pub(crate) fn resolve(flink_path: &Path, dir: Option<&Path>, create_dir: bool) -
         }
         Ok(flink_path.to_owned())
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Makes way for a new segment at `flink_path` (ring or blackboard): a
@@ -581,7 +555,7 @@ impl PosixSlotAllocator {
             policy: g.policy,
             type_hash: g.type_hash,
             creator_pid: std::process::id(),
-            created_unix_ms: now_ms(),
+            created_unix_ms: wall_ms(),
             total_size: g.total,
             generation: g.generation,
             growth: g.growth,
@@ -950,7 +924,7 @@ impl PosixSlotAllocator {
     /// True at most once per `CHECK_INTERVAL_MS` per handle and side (so a
     /// busy reader thread does not use up a blocked writer's checks).
     fn check_due(next_ms: &AtomicU64) -> bool {
-        let now = clock_ms();
+        let now = coarse_ms();
         let next = next_ms.load(Ordering::Relaxed);
         now >= next && next_ms.compare_exchange(next, now + CHECK_INTERVAL_MS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }

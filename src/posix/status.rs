@@ -16,7 +16,8 @@ use memmap2::MmapOptions;
 
 use super::layout::{Layout, WriterEntry, CONTROL_OFFSET, READERS_OFFSET};
 use super::validate::{validate, SegmentInfo};
-use super::{flink, lock, shm};
+use super::{flink, lock};
+use crate::sys::shm;
 use crate::error::{OpenError, ValidationError};
 use crate::protocol::{entry_kind, Control, ReaderEntry, ENTRY_ACTIVE, ENTRY_RECLAIMING};
 use crate::sync::Ordering;

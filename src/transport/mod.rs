@@ -64,6 +64,7 @@ use send::{SendState, StateRef};
 
 use crate::locator::{Locator, NamespaceId, ShmAddress, ShmAnnouncement, SHM_MULTICAST_PORT};
 use crate::posix::{default_discovery_dir, flink};
+use crate::sys::clock::coarse_ms;
 use crate::GrowthStrategy;
 use crate::{OpenError, OverflowPolicy, PosixSlotAllocator, Reader, Sample, SlotBackend, SlotError, SlotHandle};
 
@@ -395,20 +396,6 @@ impl std::fmt::Debug for ShmTransport {
     }
 }
 
-/// Milliseconds of `CLOCK_MONOTONIC_COARSE`: a few nanoseconds through the
-/// vDSO, good to a few milliseconds, which is all the rate limits need.
-fn coarse_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant
-    // the kernel knows (Linux ≥ 2.6.32).
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    if rc != 0 {
-        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        return BASE.get_or_init(Instant::now).elapsed().as_millis() as u64;
-    }
-    (ts.tv_sec as u64).wrapping_mul(1000).wrapping_add(ts.tv_nsec as u64 / 1_000_000)
-}
-
 /// The flink name of unicast port `port` (its number: the low 16 bits).
 fn port_name(domain: u32, port: u32) -> String {
     format!("dds-d{domain}-p{}", port & PORT_NUMBER_MASK)
@@ -428,11 +415,7 @@ pub const PORT_NUMBER_MASK: u32 = 0xFFFF;
 /// participant the dead one's traffic). Two incarnations collide with
 /// probability 2^-16.
 fn incarnation(ring: &PosixSlotAllocator) -> u32 {
-    let name = ring.segment_path();
-    let mut h: u32 = 0x811c_9dc5;
-    for b in name.as_os_str().as_encoded_bytes() {
-        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
-    }
+    let h = crate::hash::fnv1a_32(ring.segment_path().as_os_str().as_encoded_bytes());
     (h >> 16) ^ (h & 0xFFFF)
 }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use parking_lot::MutexGuard;
 
-use super::{coarse_ms, incarnation, multicast_name, port_name, Shared, TransportError, TransportStats, MAX_LOCATORS_PER_SEND};
+use crate::sys::clock::coarse_ms;
+use super::{incarnation, multicast_name, port_name, Shared, TransportError, TransportStats, MAX_LOCATORS_PER_SEND};
 use crate::locator::{Locator, SHM_MULTICAST_PORT};
 use crate::{PosixSlotAllocator, SlotBackend, SlotError, SlotHandle, ALL_READERS};
 
