@@ -72,4 +72,11 @@ mod tests {
         assert_eq!(fnv1a_128(b""), 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d);
         assert_eq!(fnv1a_128(b"a"), 0xd228_cb69_6f1a_8caf_7891_2b70_4e4a_8964);
     }
+
+    /// A type hash lives in segments and is compared across builds and
+    /// processes: its value for a given type may never change.
+    #[test]
+    fn type_hash_values_are_pinned() {
+        assert_eq!(crate::type_hash("shmslot::Tick", 48, 8), [196, 10, 219, 62, 22, 115, 119, 193, 164, 215, 0, 178, 12, 189, 117, 118]);
+    }
 }
