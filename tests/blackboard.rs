@@ -685,6 +685,34 @@ fn last_attacher_out_removes_after_creator_died() {
     assert_unlinked(&seg);
 }
 
+/// Reclaiming a blackboard never reads ring fields out of it: the bytes at
+/// offset 112, a ring header's predecessor id, are reserved in a
+/// blackboard, and whatever they say must not make reclaim remove another
+/// segment. (It did: reclaim walked them as a chain of older ring
+/// generations and unlinked every one nobody held.)
+#[test]
+fn reclaiming_a_blackboard_never_follows_ring_fields() {
+    let dir = TestDir::new("bb-no-chain");
+    // A leaked ring: its object exists and nobody holds it.
+    let mut ring = PosixSlotAllocator::builder(4, 8).create(dir.flink("ring")).unwrap();
+    ring.leak().unwrap();
+    let ring_seg = ring.segment_path();
+    let ring_flink = ring.flink_path().to_owned();
+    drop(ring);
+    let ring_id = u64::from_str_radix(ring_seg.to_str().unwrap().rsplit('.').next().unwrap(), 16).unwrap();
+    // A leaked board whose reserved bytes at 112 name that ring's object.
+    let mut board = small_board(&dir, "board");
+    let (path, seg) = (board.flink_path().to_owned(), board.segment_path());
+    board.leak().unwrap();
+    drop(board);
+    OpenOptions::new().write(true).open(&seg).unwrap().write_all_at(&ring_id.to_le_bytes(), 112).unwrap();
+    assert!(matches!(shmslot::discovery::reclaim_leaked(&path).unwrap(), shmslot::discovery::Reclaim::Removed { .. }));
+    assert_unlinked(&seg);
+    assert!(ring_seg.exists(), "reclaiming the board removed the ring's object {}", ring_seg.display());
+    assert!(matches!(shmslot::discovery::reclaim_leaked(&ring_flink).unwrap(), shmslot::discovery::Reclaim::Removed { .. }));
+    assert_unlinked(&ring_seg);
+}
+
 /// `leak` leaves the board in place past its creator (leaked: neither a
 /// plain reclaim nor the last handle out removes it; an attacher can use it
 /// again); `own` makes an attacher remove it.

@@ -419,6 +419,10 @@ fn reclaim_impl(flink_path: &Path, dry_run: bool, leaked: bool) -> Result<Reclai
     };
     let name = claim.info.segment_name.clone();
     let creator_pid = claim.info.creator_pid;
+    // Only a ring has older generations; a blackboard's bytes where a ring
+    // header keeps its predecessor id are reserved, never read as one.
+    let is_ring = claim.info.kind == flink::SegmentKind::Ring;
+    let predecessor = |name: &str| if is_ring { peek_header(name).map_or(0, |(_, _, p)| p) } else { 0 };
     let shm_path = PathBuf::from(format!("/dev/shm{name}"));
     let object = match shm::open(&name) {
         Ok(f) => Some(f),
@@ -435,7 +439,7 @@ fn reclaim_impl(flink_path: &Path, dry_run: bool, leaked: bool) -> Result<Reclai
             Ok(false) => return Ok(Reclaim::Live { creator_pid }),
             Err(source) => return Err(OpenError::Io { op: "lock", path: shm_path, source }),
         }
-        if chain_held(peek_header(&name).map_or(0, |(_, _, p)| p)) {
+        if chain_held(predecessor(&name)) {
             return Ok(Reclaim::Live { creator_pid });
         }
     }
@@ -450,7 +454,7 @@ fn reclaim_impl(flink_path: &Path, dry_run: bool, leaked: bool) -> Result<Reclai
         return Ok(Reclaim::Gone);
     }
     if object.is_some() {
-        let pred = peek_header(&name).map_or(0, |(_, _, p)| p);
+        let pred = predecessor(&name);
         let _ = shm::unlink(&name);
         remove_stale_predecessors(pred);
     }
