@@ -8,10 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The Cyclone DDS tests of the PSMX plugin build Cyclone 11.0.1 from source
-# (cmake) and cyclors' bindings of it (bindgen, which needs libclang).
+# (cmake) and cyclors' bindings of it (bindgen, which needs libclang), and
+# run Cyclone's Python binding from a venv.
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
+# The mixed-deployment test's venv (Debian splits venv/ensurepip off python3).
+python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "== installing ${missing[*]} (apt-get) =="

@@ -678,12 +678,16 @@ impl<P: Parker> RingView<'_, P> {
     }
 
     /// Drops the pin `name` holds if it still is `held` (`seq << 2 |
-    /// PIN_HELD`); only one caller wins it. The word names the slot until
-    /// after the unpin (see "pin intent").
+    /// PIN_HELD`). The word names the slot until after the unpin (see "pin
+    /// intent"). One caller per word at a time: its owner (`release`,
+    /// `next_unread`), or `unkeep` and `disconnect`, which the caller
+    /// serialises (a reaper only disconnects a dead owner), so no RMW is
+    /// needed on the word (`release` runs per sample).
     fn drop_pin(&self, name: &AtomicU64, held: u64) -> bool {
-        if name.compare_exchange(held, (held & !3) | PIN_NAMED, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        if name.load(Ordering::Relaxed) != held {
             return false;
         }
+        name.store((held & !3) | PIN_NAMED, Ordering::Relaxed);
         self.unpin(held >> 2);
         name.store(0, Ordering::Release);
         true
@@ -1090,11 +1094,17 @@ impl<P: Parker> RingView<'_, P> {
         if c != seq || i != index {
             return Err(SlotError::NotHeld { reader: r, seq, expected: c });
         }
+        // One pass: how many words are in use, and the first free one.
         let words = &e.kept.0;
-        if words.iter().filter(|w| w.load(Ordering::Relaxed) != 0).count() >= limit.min(KEEP_MAX) {
-            return Ok(None);
+        let (mut used, mut free) = (0, None);
+        for (k, w) in words.iter().enumerate() {
+            if w.load(Ordering::Relaxed) != 0 {
+                used += 1;
+            } else if free.is_none() {
+                free = Some(k);
+            }
         }
-        let Some(k) = words.iter().position(|w| w.load(Ordering::Relaxed) == 0) else { return Ok(None) };
+        let Some(k) = free.filter(|_| used < limit) else { return Ok(None) };
         // No writer reuses the slot while our cursor is on it, but other
         // readers may pin it too: retry on their CAS.
         let mut pinned = false;

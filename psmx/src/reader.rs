@@ -351,8 +351,13 @@ impl Receiver {
     fn keep(&mut self, h: SlotHandle) -> Option<shmslot::Kept> {
         let s = Arc::clone(&self.shared);
         // Below the limit: no clock, no wait.
-        if let Ok(Some(k)) = s.ring.keep(h, s.reader) {
-            return Some(k);
+        match s.ring.keep(h, s.reader) {
+            Ok(Some(k)) => return Some(k),
+            Err(e) => {
+                self.complain(&format!("keep: {e}"));
+                return None;
+            }
+            Ok(None) => {}
         }
         let now = std::time::Instant::now();
         self.wait_budget = (self.wait_budget + (now - self.budget_at) * KEEP_WAIT_PER_SECOND.as_millis() as u32 / 1000).min(KEEP_WAIT_PER_SECOND);

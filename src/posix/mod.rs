@@ -1330,11 +1330,12 @@ impl PosixSlotAllocator {
     /// # Errors
     /// As `keep`.
     pub fn keep_timeout(&self, handle: SlotHandle, reader_index: u8, timeout: Duration) -> Result<Option<Kept>, SlotError> {
+        // Below the limit: no clock read.
+        if let Some(k) = self.keep(handle, reader_index)? {
+            return Ok(Some(k));
+        }
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(k) = self.keep(handle, reader_index)? {
-                return Ok(Some(k));
-            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Ok(None);
@@ -1353,6 +1354,9 @@ impl PosixSlotAllocator {
             });
             if let Some(r) = got {
                 return r;
+            }
+            if let Some(k) = self.keep(handle, reader_index)? {
+                return Ok(Some(k));
             }
         }
     }

@@ -208,6 +208,17 @@ fn pair(tag: &str, n: u32, kind: &str, count: u32) -> (Dir, [u64; 4], PosixSlotA
     (dir, r, ring, sub, publisher)
 }
 
+/// The end of a [`pair`]: the subscriber saw no sample twice while it
+/// lingered, both exit cleanly, and once the observer's ring handle is
+/// gone nothing is left in the directory.
+fn end_pair(dir: Dir, ring: PosixSlotAllocator, sub: Host, publisher: Host) {
+    assert_eq!(sub.expect("extra", WAIT), "extra 0");
+    publisher.wait_ok();
+    sub.wait_ok();
+    drop(ring);
+    dir.assert_empty();
+}
+
 #[test]
 fn fixed_size_reliable_samples_arrive_in_order_once_through_the_ring() {
     let (dir, r, ring, sub, publisher) = pair("fixed", 0, "fixed", 10_000);
@@ -226,11 +237,7 @@ fn fixed_size_reliable_samples_arrive_in_order_once_through_the_ring() {
     eprintln!("loans in shared memory: {} of 10,000 (ring reader kept {kept})", r[3]);
     assert_eq!(r[3], kept, "loans pointing into a shmslot mapping");
     assert!(kept >= 1000, "only {kept} of 10,000 samples stored in place");
-    assert_eq!(sub.expect("extra", WAIT), "extra 0");
-    publisher.wait_ok();
-    sub.wait_ok();
-    drop(ring);
-    dir.assert_empty();
+    end_pair(dir, ring, sub, publisher);
 }
 
 /// A subscriber whose application takes nothing while the publisher runs:
@@ -320,11 +327,7 @@ fn variable_size_keyed_samples_grow_the_ring() {
     let name = dir.entries().into_iter().find(|n| n.contains("shmslot_var")).unwrap();
     let info = shmslot::discovery::read_flink(&dir.0.join(name)).unwrap();
     assert!(info.capacity >= 256 * 1024, "slots of {} bytes: the ring never grew", info.capacity);
-    assert_eq!(sub.expect("extra", WAIT), "extra 0");
-    publisher.wait_ok();
-    sub.wait_ok();
-    drop(ring);
-    dir.assert_empty();
+    end_pair(dir, ring, sub, publisher);
 }
 
 #[test]
