@@ -50,8 +50,10 @@ mod hash;
 pub mod locator;
 mod memory;
 #[cfg(not(loom))]
-mod posix;
+mod ring;
 mod protocol;
+#[cfg(not(loom))]
+mod segment;
 mod pubsub;
 mod sync;
 #[cfg(not(loom))]
@@ -65,7 +67,7 @@ pub use backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHand
 pub use error::{OpenError, ReceiveError, SlotError, TypeError, ValidationError};
 pub use memory::InMemorySlotAllocator;
 #[cfg(not(loom))]
-pub use posix::{default_discovery_dir, FlinkInfo, GrowthStrategy, Kept, PosixSlotAllocator, PosixSlotAllocatorBuilder, SegmentInfo, SegmentKind};
+pub use ring::{default_discovery_dir, FlinkInfo, GrowthStrategy, Kept, PosixSlotAllocator, PosixSlotAllocatorBuilder, SegmentInfo, SegmentKind};
 pub use locator::{Endianness, Locator, LocatorError, NamespaceFacts, NamespaceId, ShmAddress, ShmAnnouncement, LOCATOR_KIND_SHM};
 pub use pubsub::{type_hash, Loan, Pod, Publisher, Reader, Sample, Subscriber, TypedLoan, TypedSample};
 #[cfg(not(loom))]
@@ -76,6 +78,6 @@ pub use transport::{Delivery, InputPort, Received, SendLoan, SendReport, Sender,
 /// decided by the participants' kernel locks.
 #[cfg(not(loom))]
 pub mod discovery {
-    pub use crate::posix::flink::{default_discovery_dir, read as read_flink, FlinkInfo, SegmentKind};
-    pub use crate::posix::status::{clean, inspect, reclaim, reclaim_leaked, scan, CleanEntry, CleanOutcome, ParticipantStatus, Reaped, Reclaim, ScanEntry, SegmentState, SegmentStatus};
+    pub use crate::segment::flink::{default_discovery_dir, read as read_flink, FlinkInfo, SegmentKind};
+    pub use crate::ring::status::{clean, inspect, reclaim, reclaim_leaked, scan, CleanEntry, CleanOutcome, ParticipantStatus, Reaped, Reclaim, ScanEntry, SegmentState, SegmentStatus};
 }

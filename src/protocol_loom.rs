@@ -691,7 +691,7 @@ fn loom_dead_writer_loan_is_skipped() {
     });
 }
 
-/// A growing ring's move (see `posix::grow`): a writer claims, then looks
+/// A growing ring's move (see `ring::grow`): a writer claims, then looks
 /// at the move flag and discards its claim if it is set; the mover sets the
 /// flag, then reads `write_seq` as `moved_at`; the reader reads this
 /// generation until it is drained to `moved_at`. Every sample a writer

@@ -5,7 +5,7 @@
 //!
 //! Segments are corrupted the way another process would: by writing the
 //! `/dev/shm` object through the file system at the offsets of
-//! `src/posix/layout.rs` (the same pages the rings have mapped).
+//! `src/ring/layout.rs` (the same pages the rings have mapped).
 
 mod common;
 
@@ -21,7 +21,7 @@ use shmslot::{
     Loan, OpenError, OverflowPolicy, PosixSlotAllocator, Reader, SlotBackend, SlotError, SlotHandle, ValidationError, ALL_READERS,
 };
 
-// ───────────────────────────── layout (src/posix/layout.rs) ─────────────────────────────
+// ───────────────────────────── layout (src/ring/layout.rs) ─────────────────────────────
 
 /// The segment layout version these offsets describe.
 const LAYOUT_VERSION: u32 = 4;

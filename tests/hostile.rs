@@ -784,7 +784,7 @@ fn scribbler_child() {
     let seed = env(SEED).parse::<u64>().expect("scribbler: seed") | 1;
     let file = OpenOptions::new().read(true).write(true).open(env(SEGMENT)).expect("scribbler: open the shm object");
     let len = file.metadata().expect("scribbler: fstat").len();
-    assert_eq!(len, total, "scribbler: object size differs from the layout of src/posix/layout.rs");
+    assert_eq!(len, total, "scribbler: object size differs from the layout of src/ring/layout.rs");
     let map = memmap2::MmapOptions::new().len(len as usize).map_raw(&file).expect("scribbler: mmap");
     let mut s = Scribbler {
         base: map.as_mut_ptr(),

@@ -94,7 +94,7 @@ pub use error::{BlackboardError, TypeDesc};
 pub use layout::{MAX_ENTRIES, MAX_KEY_SIZE, MAX_VALUE_ALIGN, MAX_VALUE_SIZE};
 pub use status::{inspect, BlackboardStatus, EntryStatus};
 
-use crate::posix::lock;
+use crate::segment::liveness as lock;
 use crate::Pod;
 use error::hex;
 use segment::{InitFn, Segment};

@@ -9,13 +9,13 @@
 //! * a handle whose creation failed to publish removes nothing (`Keep`);
 //! * an attacher that called `own` removes both like a creator;
 //! * a board whose flink file is marked leaked is removed by nobody's
-//!   leaving (see `posix::leave_segment`).
+//!   leaving (see `segment::leave_segment`).
 
 use std::sync::atomic::Ordering;
 
 use super::segment::Segment;
 use crate::error::OpenError;
-use crate::posix::flink;
+use crate::segment::flink;
 
 /// What a segment's last local handle does when it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl Segment {
     }
 
     /// Runs when the last local handle of the mapping is dropped: the same
-    /// rule as a ring's handle (`posix::leave_segment`).
+    /// rule as a ring's handle (`segment::leave_segment`).
     pub(crate) fn leave(&mut self) {
         if std::process::id() != self.pid {
             // A `fork`ed copy: the locks and the segment are the parent's.
@@ -61,7 +61,7 @@ impl Segment {
         }
         match self.leave.load(Ordering::Relaxed) {
             x if x == Leave::Keep as u8 => {}
-            x => crate::posix::leave_segment(&self.flink_path, std::slice::from_ref(&self.segment_name), &self.locks, x == Leave::Remove as u8),
+            x => crate::segment::leave_segment(&self.flink_path, std::slice::from_ref(&self.segment_name), &self.locks, x == Leave::Remove as u8),
         }
     }
 }

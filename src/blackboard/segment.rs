@@ -16,7 +16,7 @@ use super::ownership::Leave;
 use super::validate::{check_image, validate, BoardInfo};
 use super::EntryId;
 use crate::error::{OpenError, ValidationError};
-use crate::posix::{flink, lock, resolve};
+use crate::segment::{flink, liveness as lock, resolve};
 use crate::sys::clock::wall_ms;
 use crate::sys::shm;
 
@@ -66,7 +66,7 @@ impl Segment {
             expected: "a segment of at most 4 GiB (three buffers per value)",
         })?;
         let flink_path = resolve(flink_path, dir, true)?;
-        crate::posix::clear_for_create(&flink_path)?;
+        crate::segment::clear_for_create(&flink_path)?;
         let mut attempt = 0;
         let (name, file) = loop {
             let name = flink::new_segment_name();

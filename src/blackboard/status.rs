@@ -11,8 +11,8 @@ use super::segment::open_validated;
 use super::validate::BoardInfo;
 use super::EntryId;
 use crate::error::{OpenError, ValidationError};
-use crate::posix::status::SegmentState;
-use crate::posix::{flink, lock};
+use crate::ring::status::SegmentState;
+use crate::segment::{flink, liveness as lock};
 
 /// One entry of a board.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub(crate) fn read_status<'m>(info: &BoardInfo, state_of: &dyn Fn(usize) -> &'m 
     BlackboardStatus {
         flink_path: flink_path.to_owned(),
         segment_path,
-        state: match (anyone, crate::posix::flink::read(flink_path).is_ok_and(|f| f.leaked)) {
+        state: match (anyone, flink::read(flink_path).is_ok_and(|f| f.leaked)) {
             (true, _) => SegmentState::Live,
             (false, true) => SegmentState::Leaked,
             (false, false) => SegmentState::Stale,

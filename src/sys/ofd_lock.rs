@@ -1,6 +1,6 @@
 //! Open-file-description byte-range locks (`F_OFD_SETLK` / `F_OFD_GETLK`):
 //! the system calls, nothing about what the bytes mean (that is the
-//! liveness byte map, `posix::lock`).
+//! liveness byte map, `segment::liveness`).
 
 use std::fs::File;
 use std::io;

@@ -63,7 +63,7 @@ pub use send::{Delivery, SendLoan, SendReport, Sender};
 use send::{SendState, StateRef};
 
 use crate::locator::{Locator, NamespaceId, ShmAddress, ShmAnnouncement, SHM_MULTICAST_PORT};
-use crate::posix::{default_discovery_dir, flink};
+use crate::segment::flink::{self, default_discovery_dir};
 use crate::sys::clock::coarse_ms;
 use crate::GrowthStrategy;
 use crate::{OpenError, OverflowPolicy, PosixSlotAllocator, Reader, Sample, SlotBackend, SlotError, SlotHandle};

@@ -16,7 +16,7 @@ use memmap2::MmapOptions;
 
 use super::layout::{Layout, WriterEntry, CONTROL_OFFSET, READERS_OFFSET};
 use super::validate::{validate, SegmentInfo};
-use super::{flink, lock};
+use crate::segment::{flink, liveness as lock};
 use crate::sys::shm;
 use crate::error::{OpenError, ValidationError};
 use crate::protocol::{entry_kind, Control, ReaderEntry, ENTRY_ACTIVE, ENTRY_RECLAIMING};
