@@ -73,11 +73,5 @@ pub use pubsub::{type_hash, Loan, Pod, Publisher, Reader, Sample, Subscriber, Ty
 #[cfg(not(loom))]
 pub use transport::{Delivery, InputPort, Received, SendLoan, SendReport, Sender, ShmTransport, TransportConfig, TransportError, TransportStats};
 
-/// Discovery directories and segment status, for tools (`flink list`,
-/// `inspect`, `clean`): read-only inspection, and removal of stale segments
-/// decided by the participants' kernel locks.
 #[cfg(not(loom))]
-pub mod discovery {
-    pub use crate::segment::flink::{default_discovery_dir, read as read_flink, FlinkInfo, SegmentKind};
-    pub use crate::ring::status::{clean, inspect, reclaim, reclaim_leaked, scan, CleanEntry, CleanOutcome, ParticipantStatus, Reaped, Reclaim, ScanEntry, SegmentState, SegmentStatus};
-}
+pub mod discovery;

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 
 use super::segment::Segment;
 use crate::error::OpenError;
-use crate::segment::flink;
+use crate::segment::leave::{leave_segment, set_leaked};
 
 /// What a segment's last local handle does when it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,13 +36,13 @@ impl Segment {
     /// in its flink file (as a ring's `leak`): no handle's leaving removes
     /// it, until someone `own`s it or `flink clean --leaked` removes it.
     pub(crate) fn mark_leaked(&self) -> Result<(), OpenError> {
-        flink::replace(&self.flink_path, &self.segment_name, |f| f.leaked = true).map(drop)
+        set_leaked(&self.flink_path, &self.segment_name, true)
     }
 
     /// [`Blackboard::own`](super::Blackboard::own): this process's handles
     /// remove the board when they go, as its creator's do; no longer leaked.
     pub(crate) fn mark_owner(&self) -> Result<(), OpenError> {
-        flink::replace(&self.flink_path, &self.segment_name, |f| f.leaked = false)?;
+        set_leaked(&self.flink_path, &self.segment_name, false)?;
         self.leave.store(Leave::Remove as u8, Ordering::Relaxed);
         Ok(())
     }
@@ -53,7 +53,7 @@ impl Segment {
     }
 
     /// Runs when the last local handle of the mapping is dropped: the same
-    /// rule as a ring's handle (`segment::leave_segment`).
+    /// rule as a ring's handle (`segment::leave`).
     pub(crate) fn leave(&mut self) {
         if std::process::id() != self.pid {
             // A `fork`ed copy: the locks and the segment are the parent's.
@@ -61,7 +61,7 @@ impl Segment {
         }
         match self.leave.load(Ordering::Relaxed) {
             x if x == Leave::Keep as u8 => {}
-            x => crate::segment::leave_segment(&self.flink_path, std::slice::from_ref(&self.segment_name), &self.locks, x == Leave::Remove as u8),
+            x => leave_segment(&self.flink_path, std::slice::from_ref(&self.segment_name), &self.locks, x == Leave::Remove as u8),
         }
     }
 }

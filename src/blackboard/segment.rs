@@ -4,11 +4,10 @@
 //! from it (through an `Arc`): the mapping lives until the last is dropped.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::MmapRaw;
 
 use super::error::{BlackboardError, TypeDesc};
 use super::layout::{build_image, EntryState, BUFFERS, ENTRY_LOCK_BASE, HEADER_SIZE, INIT_READY, STATE_SIZE};
@@ -16,7 +15,12 @@ use super::ownership::Leave;
 use super::validate::{check_image, validate, BoardInfo};
 use super::EntryId;
 use crate::error::{OpenError, ValidationError};
-use crate::segment::{flink, liveness as lock, resolve};
+use crate::discovery::clear_for_create;
+use crate::segment::dir::resolve;
+use crate::segment::flink;
+use crate::segment::liveness as lock;
+use crate::segment::name::shm_path;
+use crate::segment::object::{self, Access, Object, SizeBounds};
 use crate::sys::clock::wall_ms;
 use crate::sys::shm;
 
@@ -45,14 +49,6 @@ pub(crate) struct Segment {
     pub pid: u32,
 }
 
-fn shm_path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/dev/shm{name}"))
-}
-
-fn io(op: &'static str, name: &str, source: std::io::Error) -> BlackboardError {
-    BlackboardError::Open(OpenError::Io { op, path: shm_path(name), source })
-}
-
 impl Segment {
     /// Creates the segment and its flink file; see
     /// [`BlackboardBuilder::create`](super::BlackboardBuilder::create).
@@ -66,30 +62,12 @@ impl Segment {
             expected: "a segment of at most 4 GiB (three buffers per value)",
         })?;
         let flink_path = resolve(flink_path, dir, true)?;
-        crate::segment::clear_for_create(&flink_path)?;
-        let mut attempt = 0;
-        let (name, file) = loop {
-            let name = flink::new_segment_name();
-            match shm::create(&name, total) {
-                Ok(f) => break (name, f),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 4 => attempt += 1,
-                Err(source) => return Err(io("create shared-memory object", &name, source)),
-            }
-        };
+        clear_for_create(&flink_path)?;
+        let (Object { name, file, map, .. }, locks) = object::create_exclusive(total, true)?;
         let cleanup = |e| {
             let _ = shm::unlink(&name);
             e
         };
-        let map = MmapOptions::new().len(total as usize).map_raw(&file).map_err(|source| cleanup(io("mmap", &name, source)))?;
-        // The creator's lock, before anybody can know the name.
-        let locks = shm::open(&name).map_err(|source| cleanup(io("open shared-memory object", &name, source)))?;
-        for (kind, byte) in [(lock::Kind::Write, lock::CREATOR), (lock::Kind::Read, lock::ATTACHED)] {
-            match lock::set(&locks, kind, byte, 1) {
-                Ok(true) => {}
-                Ok(false) => return Err(cleanup(io("lock", &name, std::io::ErrorKind::WouldBlock.into()))),
-                Err(source) => return Err(cleanup(io("lock", &name, source))),
-            }
-        }
         let base = map.as_mut_ptr();
         // Words 0 and 1 (magic, version, init state) are stored apart, with
         // the init state last.
@@ -161,22 +139,9 @@ impl Segment {
             let error = ValidationError::BadField { field: "flink kind", value: fl.kind.code().into(), expected: "1 (blackboard): this flink file names a slot ring" };
             return Err(OpenError::Invalid { path: flink_path, error }.into());
         }
-        let name = fl.segment_name;
-        let path = shm_path(&name);
-        let (file, map, info) = open_validated(&name, false)?;
-        // Announce ourselves; a remover holds a write lock over every
-        // participant byte while it removes the segment (see the ring's
-        // `attach_in`).
-        let gone = || io("attach (the segment is being removed)", &name, std::io::ErrorKind::NotFound.into());
-        let locks = shm::open(&name).map_err(|source| io("open shared-memory object", &name, source))?;
-        match lock::set(&locks, lock::Kind::Read, lock::ATTACHED, 1) {
-            Ok(true) => {}
-            Ok(false) => return Err(gone()),
-            Err(source) => return Err(BlackboardError::Open(OpenError::Io { op: "lock", path, source })),
-        }
-        if file.metadata().map(|m| m.nlink() == 0).unwrap_or(true) {
-            return Err(gone());
-        }
+        let (object, info) = open_validated(&fl.segment_name, Access::ReadWrite)?;
+        let locks = object::announce(&object)?;
+        let Object { name, file, map, .. } = object;
         let n = info.entries.len();
         Ok(Self {
             map,
@@ -260,30 +225,15 @@ impl Drop for Segment {
     }
 }
 
-/// Opens, checks and validates the object `name`: owner and mode, size
-/// from `fstat`, then [`validate`]. Read-only for inspection.
-pub(crate) fn open_validated(name: &str, read_only: bool) -> Result<(File, MmapRaw, BoardInfo), BlackboardError> {
-    let path = shm_path(name);
-    let file = if read_only { shm::open_read_only(name) } else { shm::open(name) }.map_err(|source| io("open shared-memory object", name, source))?;
-    let md = file.metadata().map_err(|source| io("fstat", name, source))?;
-    if md.uid() != shm::euid() {
-        return Err(OpenError::Unsafe { path, reason: "the shared-memory object is owned by another user" }.into());
-    }
-    if md.mode() & 0o022 != 0 {
-        return Err(OpenError::Unsafe { path, reason: "the shared-memory object is writable by group or others" }.into());
-    }
-    let size = md.len();
-    let invalid = |error| BlackboardError::Open(OpenError::Invalid { path: path.clone(), error });
-    if size < HEADER_SIZE as u64 {
-        return Err(invalid(ValidationError::Truncated { size, needed: HEADER_SIZE as u64 }));
-    }
-    if size > super::layout::MAX_TOTAL {
-        return Err(invalid(ValidationError::BadField { field: "object size", value: size, expected: "at most 4 GiB" }));
-    }
-    let mut opts = MmapOptions::new();
-    opts.len(size as usize);
-    let map = if read_only { opts.map_raw_read_only(&file) } else { opts.map_raw(&file) }.map_err(|source| io("mmap", name, source))?;
-    // SAFETY: the mapping is `size` bytes, page aligned, alive for the call.
-    let info = unsafe { validate(map.as_ptr(), size) }.map_err(invalid)?;
-    Ok((file, map, info))
+/// A board object's size before its header is read.
+const SIZE_BOUNDS: SizeBounds = SizeBounds { min: HEADER_SIZE as u64, max: super::layout::MAX_TOTAL, max_text: "at most 4 GiB" };
+
+/// Opens, checks ([`object::open_checked`]) and validates the board object
+/// `name`.
+pub(crate) fn open_validated(name: &str, access: Access) -> Result<(Object, BoardInfo), OpenError> {
+    let object = object::open_checked(name, SIZE_BOUNDS, access)?;
+    // SAFETY: the mapping is `object.size` bytes, page aligned, alive for
+    // the call.
+    let info = unsafe { validate(object.map.as_ptr(), object.size) }.map_err(|error| OpenError::Invalid { path: shm_path(name), error })?;
+    Ok((object, info))
 }

@@ -5,13 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use super::error::{hex, BlackboardError, TypeDesc};
+use super::error::{hex, TypeDesc};
 use super::layout::{EntryState, ENTRY_LOCK_BASE};
 use super::segment::open_validated;
 use super::validate::BoardInfo;
 use super::EntryId;
 use crate::error::{OpenError, ValidationError};
-use crate::ring::status::SegmentState;
+use crate::segment::name::shm_path;
+use crate::segment::object::{Access, Object};
+use crate::segment::state::SegmentState;
 use crate::segment::{flink, liveness as lock};
 
 /// One entry of a board.
@@ -81,15 +83,10 @@ pub(crate) fn read_status<'m>(info: &BoardInfo, state_of: &dyn Fn(usize) -> &'m 
             }
         })
         .collect();
-    let anyone = lock::held(probe, 0, lock::LOCK_SPAN);
     BlackboardStatus {
         flink_path: flink_path.to_owned(),
         segment_path,
-        state: match (anyone, flink::read(flink_path).is_ok_and(|f| f.leaked)) {
-            (true, _) => SegmentState::Live,
-            (false, true) => SegmentState::Leaked,
-            (false, false) => SegmentState::Stale,
-        },
+        state: SegmentState::judge(probe, false, flink::read(flink_path).is_ok_and(|f| f.leaked)),
         creator_alive: lock::alive(probe, lock::CREATOR),
         attached: lock::held(probe, lock::ATTACHED, 1),
         creator_pid: info.creator_pid,
@@ -115,10 +112,10 @@ pub fn inspect(flink_path: impl AsRef<Path>) -> Result<BlackboardStatus, OpenErr
         let error = ValidationError::BadField { field: "flink kind", value: fl.kind.code().into(), expected: "1 (blackboard): this flink file names a slot ring" };
         return Err(OpenError::Invalid { path: flink_path.to_owned(), error });
     }
-    let segment_path = PathBuf::from(format!("/dev/shm{}", fl.segment_name));
-    let (file, map, info) = match open_validated(&fl.segment_name, true) {
+    let segment_path = shm_path(&fl.segment_name);
+    let (Object { file, map, .. }, info) = match open_validated(&fl.segment_name, Access::ReadOnly) {
         Ok(x) => x,
-        Err(BlackboardError::Open(OpenError::Io { source, .. })) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(BlackboardStatus {
                 flink_path: flink_path.to_owned(),
                 segment_path,
@@ -132,8 +129,7 @@ pub fn inspect(flink_path: impl AsRef<Path>) -> Result<BlackboardStatus, OpenErr
                 entries: Vec::new(),
             })
         }
-        Err(BlackboardError::Open(e)) => return Err(e),
-        Err(e) => return Err(OpenError::Io { op: "inspect blackboard", path: segment_path, source: std::io::Error::other(e.to_string()) }),
+        Err(e) => return Err(e),
     };
     let base = map.as_ptr();
     let state_of = |i: usize| -> &EntryState {

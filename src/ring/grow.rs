@@ -121,16 +121,6 @@ impl GrowthStrategy {
     }
 }
 
-/// The name of this user's object with id `id`.
-pub(crate) fn segment_name_of(id: u64) -> String {
-    format!("/shmslot.{}.{id:016x}", shm::euid())
-}
-
-/// The id (random part) of one of our object names.
-pub(crate) fn segment_id_of(name: &str) -> u64 {
-    name.rsplit('.').next().and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0)
-}
-
 /// A slot handle's generation travels in the top bits of its slot index.
 const DEPTH_SHIFT: u32 = 24;
 const INDEX_MASK: u32 = (1 << DEPTH_SHIFT) - 1;
@@ -241,7 +231,7 @@ impl PosixSlotAllocator {
             return Err(generation_err("follow", "this generation has not moved (yet)"));
         }
         let id = h.successor.load(Ordering::Acquire);
-        let name = segment_name_of(id);
+        let name = crate::segment::name::name_of(id);
         let next = Self::attach_segment(&name, self.flink_path.clone(), self.spin).map_err(|e| generation_err("open the next generation", e))?;
         self.check_successor(&next)?;
         self.adopt_generation(next)
@@ -396,7 +386,7 @@ impl PosixSlotAllocator {
         // stored before the object was created.
         let stale = h.successor.load(Ordering::Acquire);
         if stale != 0 {
-            let _ = shm::unlink(&segment_name_of(stale));
+            let _ = shm::unlink(&crate::segment::name::name_of(stale));
         }
         let (next, name) = loop {
             let id = shm::random_u64();
@@ -404,7 +394,7 @@ impl PosixSlotAllocator {
                 continue;
             }
             h.successor.store(id, Ordering::Release);
-            let name = segment_name_of(id);
+            let name = crate::segment::name::name_of(id);
             match self.create_successor(&name, capacity) {
                 Ok(n) => break (n, name),
                 Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -463,7 +453,7 @@ impl PosixSlotAllocator {
         let carried = |next: &Self| {
             next.ring().seed_adopting(registered, &|r| ring.readers[usize::from(r)].pid.load(Ordering::Relaxed));
         };
-        Self::create_object(name, &geometry, self.flink_path.clone(), self.spin, false, &carried)
+        Self::create_object(Some(name), &geometry, self.flink_path.clone(), self.spin, false, &carried)
     }
 
     /// A moved generation nobody reads any more is removed (its name; the
@@ -486,7 +476,7 @@ impl PosixSlotAllocator {
         if pred == 0 || self.info.generation == 0 {
             return false;
         }
-        let alive = match Self::attach_segment(&segment_name_of(pred), self.flink_path.clone(), self.spin) {
+        let alive = match Self::attach_segment(&crate::segment::name::name_of(pred), self.flink_path.clone(), self.spin) {
             Ok(p) if p.info.generation + 1 == self.info.generation => {
                 let _ = p.reap_dead();
                 let st = p.ring().readers.get(usize::from(r)).map_or(0, |e| e.state.load(Ordering::SeqCst));
@@ -513,7 +503,7 @@ impl PosixSlotAllocator {
         // Generations this handle never mapped: read their headers.
         let (mut flags, mut id) = (g.chain_flags(), g.header().successor.load(Ordering::Acquire));
         while flags & CHAIN_MOVED != 0 && id != 0 && names.len() < MAX_GENERATIONS as usize {
-            let name = segment_name_of(id);
+            let name = crate::segment::name::name_of(id);
             names.push(name.clone());
             match super::status::peek_chain(&name) {
                 Some((f, i)) => (flags, id) = (f, i),

@@ -96,7 +96,7 @@ pub(crate) const CHAIN_MOVING: u32 = 1;
 /// `chain` flag: `moved_at` and `successor` are published (Release).
 pub(crate) const CHAIN_MOVED: u32 = 2;
 /// Most generations of one ring (see `GrowthStrategy`).
-pub(crate) const MAX_GENERATIONS: u32 = 32;
+pub(crate) const MAX_GENERATIONS: u32 = crate::segment::reclaim::MAX_LINEAGE;
 
 /// One writer's entry (claimed on a handle's first reservation, with the
 /// liveness lock of its index held from before the claim until after it is

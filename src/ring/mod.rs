@@ -8,12 +8,11 @@ pub(crate) mod status;
 mod validate;
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::MmapRaw;
 
 use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHandle, SlotHeader, DEFAULT_SPIN};
 use crate::error::{OpenError, SlotError, ValidationError};
@@ -22,8 +21,14 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::clock::{coarse_ms, wall_ms};
 use crate::sys::{futex, membarrier, shm};
 
-pub use crate::segment::flink::{default_discovery_dir, FlinkInfo, SegmentKind};
-use crate::segment::{clear_for_create, flink, leave_segment, liveness as lock, resolve};
+pub use crate::segment::dir::default_discovery_dir;
+pub use crate::segment::flink::{FlinkInfo, SegmentKind};
+use crate::segment::dir::resolve;
+use crate::segment::name::shm_path;
+use crate::segment::object::{self, Access, SizeBounds};
+use crate::discovery::clear_for_create;
+use crate::segment::leave::{leave_segment, set_leaked};
+use crate::segment::{flink, liveness as lock};
 pub use grow::GrowthStrategy;
 pub use status::{Reaped, SegmentStatus};
 pub use validate::SegmentInfo;
@@ -34,6 +39,8 @@ pub use validate::SegmentInfo;
 const PARK_SLICE: Duration = Duration::from_millis(25);
 /// At most one liveness check (a few `fcntl`s) per handle per this many ms.
 const CHECK_INTERVAL_MS: u64 = 10;
+/// What a ring object's size may be before its header is read.
+pub(crate) const SIZE_BOUNDS: SizeBounds = SizeBounds { min: READERS_OFFSET as u64, max: layout::MAX_TOTAL, max_text: "at most 64 GiB" };
 /// A handle without a writer entry.
 const NO_WRITER: u32 = u32::MAX;
 
@@ -401,15 +408,7 @@ impl PosixSlotAllocator {
             start_seq: b.start_seq,
             start_generation: b.start_generation,
         };
-        let mut attempt = 0;
-        let this = loop {
-            let name = flink::new_segment_name();
-            match Self::create_object(&name, &geometry, flink_path.clone(), b.spin, true, &|_| {}) {
-                Ok(this) => break this,
-                Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists && attempt < 4 => attempt += 1,
-                Err(e) => return Err(e),
-            }
-        };
+        let this = Self::create_object(None, &geometry, flink_path.clone(), b.spin, true, &|_| {})?;
         let segment_name = this.segment_name.clone();
         let info = this.info;
         let remove_on_drop = b.remove_on_drop;
@@ -446,32 +445,15 @@ impl PosixSlotAllocator {
         Ok(this)
     }
 
-    /// Creates, maps and initialises object `name` (`O_EXCL`: an existing
-    /// name is `AlreadyExists`); `extra` runs on it just before it is
-    /// published ready. With `creator`, the handle holds the creator's lock.
-    /// No flink file is written.
-    fn create_object(name: &str, g: &NewSegment, flink_path: PathBuf, spin: Duration, creator: bool, extra: &dyn Fn(&Self)) -> Result<Self, OpenError> {
-        let shm_path = || PathBuf::from(format!("/dev/shm{name}"));
-        let file = shm::create(name, g.total).map_err(|source| OpenError::Io { op: "create shared-memory object", path: shm_path(), source })?;
-        let cleanup = |e| {
-            let _ = shm::unlink(name);
-            e
+    /// Creates, maps and initialises a new object (named `name`, or a fresh
+    /// random name; `O_EXCL`: a name taken is `AlreadyExists`); `extra`
+    /// runs on it just before it is published ready. With `creator`, the
+    /// handle holds the creator's lock. No flink file is written.
+    fn create_object(name: Option<&str>, g: &NewSegment, flink_path: PathBuf, spin: Duration, creator: bool, extra: &dyn Fn(&Self)) -> Result<Self, OpenError> {
+        let (object, locks) = match name {
+            Some(name) => object::create_named(name, g.total, creator)?,
+            None => object::create_exclusive(g.total, creator)?,
         };
-        let map = MmapOptions::new().len(g.total as usize).map_raw(&file).map_err(|source| cleanup(OpenError::Io { op: "mmap", path: shm_path(), source }))?;
-        // The creator's lock, before anybody can know the name: from now
-        // until this process exits the segment is live.
-        let locks = shm::open(name).map_err(|source| cleanup(OpenError::Io { op: "open shared-memory object", path: shm_path(), source }))?;
-        let mut wanted = vec![(lock::Kind::Read, lock::ATTACHED)];
-        if creator {
-            wanted.push((lock::Kind::Write, lock::CREATOR));
-        }
-        for (kind, byte) in wanted {
-            match lock::set(&locks, kind, byte, 1) {
-                Ok(true) => {}
-                Ok(false) => return Err(cleanup(OpenError::Io { op: "lock", path: shm_path(), source: std::io::ErrorKind::WouldBlock.into() })),
-                Err(source) => return Err(cleanup(OpenError::Io { op: "lock", path: shm_path(), source })),
-            }
-        }
         let mut hash_words = [0u32; 4];
         byteorder::LittleEndian::read_u32_into(&g.type_hash, &mut hash_words);
         let info = SegmentInfo {
@@ -491,7 +473,7 @@ impl PosixSlotAllocator {
         };
         // SAFETY: the mapping is `g.total` bytes, page aligned, zero-filled
         // by ftruncate, and nobody else can know its name yet.
-        let mut this = unsafe { Self::from_map(map, file, locks, info, flink_path, name.to_owned(), creator, spin) };
+        let mut this = unsafe { Self::from_map(object.map, object.file, locks, info, flink_path, object.name, creator, spin) };
         this.holds_creator = creator;
         let h = this.header();
         h.init_state.store(INIT_CREATING, Ordering::Relaxed);
@@ -574,40 +556,12 @@ impl PosixSlotAllocator {
     /// Attaches to object `name` (found through `flink_path`, or through
     /// the previous generation of a growing ring).
     pub(crate) fn attach_segment(name: &str, flink_path: PathBuf, spin: Duration) -> Result<Self, OpenError> {
-        let shm_path = PathBuf::from(format!("/dev/shm{name}"));
-        let file = shm::open(name).map_err(|source| OpenError::Io { op: "open shared-memory object", path: shm_path.clone(), source })?;
-        let md = file.metadata().map_err(|source| OpenError::Io { op: "fstat", path: shm_path.clone(), source })?;
-        if md.uid() != shm::euid() {
-            return Err(OpenError::Unsafe { path: shm_path, reason: "the shared-memory object is owned by another user" });
-        }
-        if md.mode() & 0o022 != 0 {
-            return Err(OpenError::Unsafe { path: shm_path, reason: "the shared-memory object is writable by group or others" });
-        }
-        let size = md.len();
-        let invalid = |error| OpenError::Invalid { path: shm_path.clone(), error };
-        if size < READERS_OFFSET as u64 {
-            return Err(invalid(ValidationError::Truncated { size, needed: READERS_OFFSET as u64 }));
-        }
-        if size > layout::MAX_TOTAL {
-            return Err(invalid(ValidationError::BadField { field: "object size", value: size, expected: "at most 64 GiB" }));
-        }
-        let map = MmapOptions::new().len(size as usize).map_raw(&file).map_err(|source| OpenError::Io { op: "mmap", path: shm_path.clone(), source })?;
-        // SAFETY: the mapping is `size` bytes, page aligned, and lives while
-        // this call runs.
-        let info = unsafe { validate::validate(map.as_ptr(), size) }.map_err(invalid)?;
-        // Announce ourselves. A remover holds a write lock over every
-        // participant byte while it removes the segment: then this fails, or
-        // (if it finished first) the object has no name any more.
-        let gone = || OpenError::Io { op: "attach (the segment is being removed)", path: shm_path.clone(), source: std::io::ErrorKind::NotFound.into() };
-        let locks = shm::open(name).map_err(|source| OpenError::Io { op: "open shared-memory object", path: shm_path.clone(), source })?;
-        match lock::set(&locks, lock::Kind::Read, lock::ATTACHED, 1) {
-            Ok(true) => {}
-            Ok(false) => return Err(gone()),
-            Err(source) => return Err(OpenError::Io { op: "lock", path: shm_path.clone(), source }),
-        }
-        if file.metadata().map(|m| m.nlink() == 0).unwrap_or(true) {
-            return Err(gone());
-        }
+        let object = object::open_checked(name, SIZE_BOUNDS, Access::ReadWrite)?;
+        // SAFETY: the mapping is `object.size` bytes, page aligned, and
+        // lives while this call runs.
+        let info = unsafe { validate::validate(object.map.as_ptr(), object.size) }.map_err(|error| OpenError::Invalid { path: shm_path(name), error })?;
+        let locks = object::announce(&object)?;
+        let (map, file) = (object.map, object.file);
         // SAFETY: `validate` checked the geometry fits in `size` bytes.
         let this = unsafe { Self::from_map(map, file, locks, info, flink_path, name.to_owned(), false, spin) };
         this.reset_cursor_floor();
@@ -668,7 +622,7 @@ impl PosixSlotAllocator {
             idle_polls: AtomicU32::new(0),
             _cursor_floor: cursor_floor,
             pid: std::process::id(),
-            id: grow::segment_id_of(&segment_name_for_id),
+            id: crate::segment::name::id_of(&segment_name_for_id),
             next: std::sync::OnceLock::new(),
             depths: grow::Depths::new(),
             grow_lock: parking_lot::Mutex::new(()),
@@ -908,17 +862,17 @@ impl PosixSlotAllocator {
     /// The OS object: `/dev/shm/shmslot.<uid>.<random>` (of a growing ring,
     /// the generation this handle writes in).
     pub fn segment_path(&self) -> PathBuf {
-        PathBuf::from(format!("/dev/shm{}", self.writer_gen().segment_name))
+        shm_path(&self.writer_gen().segment_name)
     }
 
     /// The objects of every generation this handle has mapped, oldest
     /// first (one for a ring that never grew). Old ones may be removed
     /// already: a generation goes when its last reader has moved on.
     pub fn generation_paths(&self) -> Vec<PathBuf> {
-        let mut out = vec![PathBuf::from(format!("/dev/shm{}", self.segment_name))];
+        let mut out = vec![shm_path(&self.segment_name)];
         let mut n = self.next.get();
         while let Some(g) = n {
-            out.push(PathBuf::from(format!("/dev/shm{}", g.segment_name)));
+            out.push(shm_path(&g.segment_name));
             n = g.next.get();
         }
         out
@@ -970,8 +924,7 @@ impl PosixSlotAllocator {
     /// [`OpenError`] when the flink file cannot be rewritten (it no longer
     /// names this segment, or a system error); nothing changed then.
     pub fn leak(&mut self) -> Result<(), OpenError> {
-        flink::replace(&self.flink_path, &self.segment_name, |f| f.leaked = true)?;
-        Ok(())
+        set_leaked(&self.flink_path, &self.segment_name, true)
     }
 
     /// Takes over the duty to remove the segment: dropping this handle
@@ -982,7 +935,7 @@ impl PosixSlotAllocator {
     /// # Errors
     /// As [`leak`](Self::leak).
     pub fn own(&mut self) -> Result<(), OpenError> {
-        flink::replace(&self.flink_path, &self.segment_name, |f| f.leaked = false)?;
+        set_leaked(&self.flink_path, &self.segment_name, false)?;
         self.owner = true;
         self.shared = false;
         Ok(())
@@ -1049,7 +1002,7 @@ impl Drop for PosixSlotAllocator {
             // An old generation of a growing ring: it goes when its last
             // reader has moved on, whoever is attached.
             self.release_if_unread();
-        } else if !status::chain_held(self.info.predecessor) {
+        } else if !crate::segment::reclaim::chain_held(self.info.predecessor, status::predecessor_of) {
             // (A reader still in an older generation is a participant too:
             // it arrives here later, and the last one out removes it.)
             leave_segment(&self.flink_path, std::slice::from_ref(&self.segment_name), &self.locks, false);

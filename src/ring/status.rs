@@ -1,7 +1,7 @@
-//! What a segment looks like from outside: who is attached and alive, its
-//! counters, whether it is live or stale; and the removal of stale ones.
-//! This is what `flink list`, `flink inspect` and `flink clean` show and do,
-//! and what `create` uses to reclaim a stale flink path.
+//! What a ring looks like from outside: who is attached and alive, its
+//! counters, whether it is live or stale, and its older generations. This is
+//! what `flink list` and `flink inspect` show of a ring (through
+//! [`crate::discovery`]).
 //!
 //! Inspection maps the object read-only and never takes a participant lock,
 //! so looking at a segment never keeps it alive nor changes it. Everything
@@ -9,16 +9,20 @@
 //! never used as an index.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use memmap2::MmapOptions;
 
 use super::layout::{Layout, WriterEntry, CONTROL_OFFSET, READERS_OFFSET};
 use super::validate::{validate, SegmentInfo};
-use crate::segment::{flink, liveness as lock};
+use crate::error::OpenError;
+use crate::segment::flink::{FlinkInfo, SegmentKind};
+use crate::segment::liveness as lock;
+use crate::segment::name::shm_path;
+use crate::segment::object::{self, Access};
+use crate::segment::reclaim::chain_held;
+use crate::segment::state::SegmentState;
 use crate::sys::shm;
-use crate::error::{OpenError, ValidationError};
 use crate::protocol::{entry_kind, Control, ReaderEntry, ENTRY_ACTIVE, ENTRY_RECLAIMING};
 use crate::sync::Ordering;
 
@@ -37,34 +41,6 @@ impl Reaped {
     /// Whether anything was freed.
     pub fn any(&self) -> bool {
         self.readers + self.writers > 0
-    }
-}
-
-/// Whether a segment is in use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SegmentState {
-    /// Its creator, or some attached process, is alive.
-    Live,
-    /// Creator dead and nobody attached: `flink clean` and a new `create`
-    /// of the same flink path remove it.
-    Stale,
-    /// Nobody attached, but left in place on purpose (see
-    /// [`PosixSlotAllocator::leak`](crate::PosixSlotAllocator::leak)): kept
-    /// until someone attaches and owns it, or `flink clean --leaked`.
-    Leaked,
-    /// The flink file names an object that does not exist any more.
-    Orphan,
-}
-
-impl SegmentState {
-    /// `live`, `stale` or `orphan`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Live => "live",
-            Self::Stale => "stale",
-            Self::Leaked => "leaked",
-            Self::Orphan => "orphan",
-        }
     }
 }
 
@@ -116,7 +92,7 @@ pub struct SegmentStatus {
     pub leaked: bool,
     /// What kind of segment the flink file names. For a blackboard only the
     /// state fields are filled (see [`crate::blackboard::inspect`]).
-    pub kind: super::SegmentKind,
+    pub kind: SegmentKind,
     /// Older generations of a growing ring that still exist (their last
     /// readers have not moved on yet), newest first.
     pub older_generations: Vec<PathBuf>,
@@ -137,7 +113,7 @@ pub struct SegmentStatus {
 impl SegmentStatus {
     /// A status with no ring fields (an orphan, a blackboard): what the
     /// flink file says, nobody attached.
-    fn without_ring(flink_path: &Path, segment_path: PathBuf, state: SegmentState, fl: &super::FlinkInfo) -> Self {
+    pub(crate) fn without_ring(flink_path: &Path, segment_path: PathBuf, state: SegmentState, fl: &FlinkInfo) -> Self {
         Self {
             flink_path: flink_path.to_owned(),
             segment_path,
@@ -234,20 +210,15 @@ pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &Fi
         })
         .collect();
     let creator_alive = lock::alive(probe, lock::CREATOR);
-    let anyone = lock::held(probe, 0, lock::LOCK_SPAN) || chain_held(info.predecessor);
     SegmentStatus {
         flink_path: flink_path.to_owned(),
         segment_path: PathBuf::from(format!("/dev/shm{segment_name}")),
-        state: match (anyone, leaked) {
-            (true, _) => SegmentState::Live,
-            (false, true) => SegmentState::Leaked,
-            (false, false) => SegmentState::Stale,
-        },
+        state: SegmentState::judge(probe, chain_held(info.predecessor, predecessor_of), leaked),
         info: Some(*info),
         creator_alive,
         attached: lock::held(probe, lock::ATTACHED, 1),
         leaked,
-        kind: super::SegmentKind::Ring,
+        kind: SegmentKind::Ring,
         older_generations: older_generations(info),
         write_seq: ctrl.write_seq.0.load(Ordering::Relaxed),
         readers,
@@ -256,6 +227,12 @@ pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &Fi
         data_waiters: ctrl.data.waiters.load(Ordering::Relaxed),
         space_waiters: ctrl.space.waiters.load(Ordering::Relaxed),
     }
+}
+
+/// The ring's lineage (see `segment::reclaim`): the id of the generation
+/// ring object `name` continues, 0 for none or when unreadable.
+pub(crate) fn predecessor_of(name: &str) -> u64 {
+    peek_header(name).map_or(0, |(_, _, p)| p)
 }
 
 /// The chain words (flags, successor id) of object `name`, read through a
@@ -285,7 +262,7 @@ fn older_generations(info: &SegmentInfo) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut id = info.predecessor;
     while id != 0 && out.len() < super::layout::MAX_GENERATIONS as usize {
-        let name = super::grow::segment_name_of(id);
+        let name = crate::segment::name::name_of(id);
         let Some((_, _, pred)) = peek_header(&name) else { break };
         out.push(PathBuf::from(format!("/dev/shm{name}")));
         id = pred;
@@ -293,276 +270,19 @@ fn older_generations(info: &SegmentInfo) -> Vec<PathBuf> {
     out
 }
 
-/// Inspects the segment behind one flink file, read-only and without
-/// joining it.
-///
-/// # Errors
-/// [`OpenError`] for an unsafe or invalid flink file, an object that fails
-/// validation (the error says what failed), or a system error.
-pub fn inspect(flink_path: &Path) -> Result<SegmentStatus, OpenError> {
-    let fl = flink::read(flink_path)?;
-    if fl.kind == super::SegmentKind::Blackboard {
-        let b = crate::blackboard::inspect(flink_path)?;
-        return Ok(SegmentStatus { creator_alive: b.creator_alive, attached: b.attached, ..SegmentStatus::without_ring(flink_path, b.segment_path, b.state, &fl) });
-    }
-    let shm_path = PathBuf::from(format!("/dev/shm{}", fl.segment_name));
-    let file = match shm::open_read_only(&fl.segment_name) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(SegmentStatus::without_ring(flink_path, shm_path, SegmentState::Orphan, &fl))
+/// Inspects the ring behind one flink file (`fl`, read from it already),
+/// read-only and without joining it (see [`crate::discovery::inspect`]).
+pub(crate) fn inspect(flink_path: &Path, fl: &FlinkInfo) -> Result<SegmentStatus, OpenError> {
+    let object = match object::open_checked(&fl.segment_name, super::SIZE_BOUNDS, Access::ReadOnly) {
+        Ok(o) => o,
+        Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(SegmentStatus::without_ring(flink_path, shm_path(&fl.segment_name), SegmentState::Orphan, fl))
         }
-        Err(source) => return Err(OpenError::Io { op: "open shared-memory object", path: shm_path, source }),
+        Err(e) => return Err(e),
     };
-    let md = file.metadata().map_err(|source| OpenError::Io { op: "fstat", path: shm_path.clone(), source })?;
-    if md.uid() != shm::euid() {
-        return Err(OpenError::Unsafe { path: shm_path, reason: "the shared-memory object is owned by another user" });
-    }
-    let size = md.len();
-    let invalid = |error| OpenError::Invalid { path: shm_path.clone(), error };
-    if size < READERS_OFFSET as u64 {
-        return Err(invalid(ValidationError::Truncated { size, needed: READERS_OFFSET as u64 }));
-    }
-    if size > super::layout::MAX_TOTAL {
-        return Err(invalid(ValidationError::BadField { field: "object size", value: size, expected: "at most 64 GiB" }));
-    }
-    let map = MmapOptions::new().len(size as usize).map_raw_read_only(&file).map_err(|source| OpenError::Io { op: "mmap", path: shm_path.clone(), source })?;
-    // SAFETY: the mapping is `size` readable bytes, page aligned, alive for
-    // the calls below.
-    let info = unsafe { validate(map.as_ptr(), size) }.map_err(invalid)?;
-    // SAFETY: `validate` checked the geometry fits in `size` bytes.
-    Ok(unsafe { read_status(map.as_ptr(), &info, &file, flink_path, &fl.segment_name, fl.leaked) })
-}
-
-/// One file of a discovery directory.
-#[derive(Debug)]
-pub struct ScanEntry {
-    /// The file.
-    pub path: PathBuf,
-    /// Its segment, or why it could not be read (a foreign file, a corrupt
-    /// segment, no permission, …).
-    pub status: Result<SegmentStatus, OpenError>,
-}
-
-/// Lists a discovery directory: every entry but hidden (`.`-prefixed)
-/// temporary files, sorted by name.
-///
-/// # Errors
-/// [`OpenError`] when the directory is missing, unsafe or unreadable.
-pub fn scan(dir: &Path) -> Result<Vec<ScanEntry>, OpenError> {
-    flink::check_dir(dir)?;
-    let rd = std::fs::read_dir(dir).map_err(|source| OpenError::Io { op: "read discovery directory", path: dir.to_owned(), source })?;
-    let mut paths: Vec<PathBuf> = rd.filter_map(Result::ok).filter(|e| !e.file_name().as_encoded_bytes().starts_with(b".")).map(|e| e.path()).collect();
-    paths.sort();
-    Ok(paths.into_iter().map(|path| ScanEntry { status: inspect(&path), path }).collect())
-}
-
-/// How [`reclaim`] ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reclaim {
-    /// The segment was stale (or its object missing) and is gone now: flink
-    /// file and object removed by this call.
-    Removed {
-        /// The object that was named.
-        segment_name: String,
-        /// Whether the object still existed (false: an orphan flink file).
-        object_existed: bool,
-    },
-    /// Someone is alive in it: nothing was touched.
-    Live {
-        /// The pid the flink file records (display only).
-        creator_pid: u32,
-    },
-    /// Nobody is attached, but the segment was leaked on purpose: nothing
-    /// was touched (see [`reclaim_leaked`]).
-    Leaked,
-    /// The flink file disappeared or was replaced meanwhile (another remover
-    /// got there first); nothing was touched.
-    Gone,
-    /// Another remover held the flink file for longer than we wait (2 s);
-    /// nothing was touched.
-    Busy,
-}
-
-/// Removes the segment behind `flink_path` if it is stale: its creator is
-/// dead and no participant is attached (judged by their kernel locks, never
-/// by the pid in the file), or its object no longer exists.
-///
-/// Safe against any number of concurrent removers and creators: the flink
-/// file is claimed (see `flink::FlinkClaim`), and the object is held with a
-/// write lock over every participant byte while both are removed, so
-/// exactly one remover removes a stale segment, nobody can attach to it
-/// meanwhile, and a new live segment published under the same name is never
-/// removed.
-///
-/// # Errors
-/// [`OpenError`] for a file that is not a flink file of ours (left alone),
-/// or a system error.
-pub fn reclaim(flink_path: &Path) -> Result<Reclaim, OpenError> {
-    reclaim_impl(flink_path, false, false)
-}
-
-/// [`reclaim`], and a leaked segment nobody is attached to is removed too.
-///
-/// # Errors
-/// As [`reclaim`].
-pub fn reclaim_leaked(flink_path: &Path) -> Result<Reclaim, OpenError> {
-    reclaim_impl(flink_path, false, true)
-}
-
-/// [`reclaim`]; with `dry_run`, takes the same locks and decides the same
-/// way, but removes nothing; with `leaked`, leaked segments count as stale.
-fn reclaim_impl(flink_path: &Path, dry_run: bool, leaked: bool) -> Result<Reclaim, OpenError> {
-    let claim = match flink::claim(flink_path)? {
-        Ok(c) => c,
-        Err(flink::Unclaimed::Gone) => return Ok(Reclaim::Gone),
-        Err(flink::Unclaimed::Busy) => return Ok(Reclaim::Busy),
-    };
-    let name = claim.info.segment_name.clone();
-    let creator_pid = claim.info.creator_pid;
-    // Only a ring has older generations; a blackboard's bytes where a ring
-    // header keeps its predecessor id are reserved, never read as one.
-    let is_ring = claim.info.kind == flink::SegmentKind::Ring;
-    let predecessor = |name: &str| if is_ring { peek_header(name).map_or(0, |(_, _, p)| p) } else { 0 };
-    let shm_path = PathBuf::from(format!("/dev/shm{name}"));
-    let object = match shm::open(&name) {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => return Err(OpenError::Io { op: "open shared-memory object", path: shm_path, source }),
-    };
-    if let Some(f) = &object {
-        let md = f.metadata().map_err(|source| OpenError::Io { op: "fstat", path: shm_path.clone(), source })?;
-        if md.uid() != shm::euid() {
-            return Err(OpenError::Unsafe { path: shm_path, reason: "the shared-memory object is owned by another user" });
-        }
-        match lock::set(f, lock::Kind::Write, 0, lock::LOCK_SPAN) {
-            Ok(true) => {}
-            Ok(false) => return Ok(Reclaim::Live { creator_pid }),
-            Err(source) => return Err(OpenError::Io { op: "lock", path: shm_path, source }),
-        }
-        if chain_held(predecessor(&name)) {
-            return Ok(Reclaim::Live { creator_pid });
-        }
-    }
-    // Held: the flink claim, and (if it exists) every participant byte.
-    if claim.info.leaked && !leaked && object.is_some() {
-        return Ok(Reclaim::Leaked);
-    }
-    if dry_run {
-        return Ok(Reclaim::Removed { segment_name: name, object_existed: object.is_some() });
-    }
-    if !claim.remove() {
-        return Ok(Reclaim::Gone);
-    }
-    if object.is_some() {
-        let pred = predecessor(&name);
-        let _ = shm::unlink(&name);
-        remove_stale_predecessors(pred);
-    }
-    Ok(Reclaim::Removed { segment_name: name, object_existed: object.is_some() })
-}
-
-/// Whether a growing ring's older generation from `id` back is held by
-/// someone alive (a reader that has not moved on yet is a participant of
-/// the ring, although it holds no lock on the newest generation).
-pub(crate) fn chain_held(mut id: u64) -> bool {
-    for _ in 0..super::layout::MAX_GENERATIONS {
-        if id == 0 {
-            return false;
-        }
-        let name = super::grow::segment_name_of(id);
-        let Ok(f) = shm::open_read_only(&name) else { return false };
-        if lock::held(&f, 0, lock::LOCK_SPAN) {
-            return true;
-        }
-        id = peek_header(&name).map_or(0, |(_, _, p)| p);
-    }
-    false
-}
-
-/// After a growing ring's newest generation was reclaimed: its older
-/// generations that still exist and that nobody holds (every participant
-/// byte lockable) go too; a live one stops the walk.
-fn remove_stale_predecessors(mut id: u64) {
-    for _ in 0..super::layout::MAX_GENERATIONS {
-        if id == 0 {
-            return;
-        }
-        let name = super::grow::segment_name_of(id);
-        let Ok(f) = shm::open(&name) else { return };
-        if f.metadata().map_or(true, |m| m.uid() != shm::euid()) || !lock::set(&f, lock::Kind::Write, 0, lock::LOCK_SPAN).unwrap_or(false) {
-            return;
-        }
-        id = peek_header(&name).map_or(0, |(_, _, p)| p);
-        let _ = shm::unlink(&name);
-    }
-}
-
-/// What [`clean`] did with one file.
-#[derive(Debug)]
-pub struct CleanEntry {
-    /// The flink file.
-    pub path: PathBuf,
-    /// What happened (or, in a dry run, what would happen).
-    pub outcome: Result<CleanOutcome, OpenError>,
-}
-
-/// One file's fate in [`clean`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CleanOutcome {
-    /// Stale or orphan: removed (dry run: would be removed).
-    Removed {
-        /// The object named.
-        segment_name: String,
-        /// Whether the object existed.
-        object_existed: bool,
-    },
-    /// Live: left alone.
-    Live,
-    /// Leaked and not asked to include leaked segments: left alone.
-    Leaked,
-    /// Removed or replaced by someone else meanwhile.
-    Gone,
-}
-
-/// Removes every stale segment (and orphan flink file) of a discovery
-/// directory; never a live one, never a file that is not a flink file of
-/// ours (those are reported as errors and left alone), and a leaked one only
-/// with `include_leaked`. With `dry_run`, reports what it would remove and
-/// removes nothing.
-///
-/// # Errors
-/// [`OpenError`] when the directory is missing, unsafe or unreadable.
-pub fn clean(dir: &Path, dry_run: bool, include_leaked: bool) -> Result<Vec<CleanEntry>, OpenError> {
-    let entries = scan(dir)?;
-    Ok(entries
-        .into_iter()
-        .map(|e| {
-            let outcome = match e.status {
-                Ok(st) if st.state == SegmentState::Live => Ok(CleanOutcome::Live),
-                Ok(st) if st.state == SegmentState::Leaked && !include_leaked => Ok(CleanOutcome::Leaked),
-                // The flink file itself is refused or invalid: not ours to touch.
-                Err(err) if error_path(&err) == Some(e.path.as_path()) => Err(err),
-                // Stale or orphan, or a valid flink file whose object fails
-                // validation: liveness is decided by the locks, not by the
-                // object's contents.
-                _ => reclaim_impl(&e.path, dry_run, include_leaked).map(|r| match r {
-                    Reclaim::Removed { segment_name, object_existed } => CleanOutcome::Removed { segment_name, object_existed },
-                    Reclaim::Live { .. } => CleanOutcome::Live,
-                    Reclaim::Leaked => CleanOutcome::Leaked,
-                    // Another remover is at it: for this cleaner it is gone.
-                    Reclaim::Gone | Reclaim::Busy => CleanOutcome::Gone,
-                }),
-            };
-            CleanEntry { path: e.path, outcome }
-        })
-        .collect())
-}
-
-/// The path an error is about.
-fn error_path(e: &OpenError) -> Option<&Path> {
-    match e {
-        OpenError::Io { path, .. } | OpenError::Invalid { path, .. } | OpenError::Unsafe { path, .. } | OpenError::InUse { path, .. } => Some(path),
-        OpenError::Exists(path) | OpenError::Leaked { path } => Some(path),
-        _ => None,
-    }
+    // SAFETY: the mapping is `object.size` readable bytes, page aligned,
+    // alive for the calls below.
+    let info = unsafe { validate(object.map.as_ptr(), object.size) }.map_err(|error| OpenError::Invalid { path: shm_path(&fl.segment_name), error })?;
+    // SAFETY: `validate` checked the geometry fits in `object.size` bytes.
+    Ok(unsafe { read_status(object.map.as_ptr(), &info, &object.file, flink_path, &fl.segment_name, fl.leaked) })
 }

@@ -24,7 +24,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use byteorder::{ByteOrder, LittleEndian};
@@ -155,7 +155,7 @@ impl FlinkInfo {
         }
         let name = std::str::from_utf8(&b[20..20 + len])
             .ok()
-            .filter(|n| valid_segment_name(n))
+            .filter(|n| super::name::valid_segment_name(n))
             .ok_or(ValidationError::BadField { field: "segment name", value: len as u64, expected: "/shmslot.<uid>.<16 hex digits>" })?;
         let kind_code = LittleEndian::read_u32(&b[96..]);
         let kind = SegmentKind::from_code(kind_code).ok_or(ValidationError::BadField { field: "flink kind", value: kind_code.into(), expected: "0 (ring) or 1 (blackboard)" })?;
@@ -175,77 +175,6 @@ impl FlinkInfo {
             created_unix_ms: LittleEndian::read_u64(&b[88..]),
         })
     }
-}
-
-/// `/shmslot.<decimal uid>.<16 lowercase hex>`.
-pub(crate) fn valid_segment_name(n: &str) -> bool {
-    let Some(rest) = n.strip_prefix("/shmslot.") else { return false };
-    let Some((uid, hex)) = rest.split_once('.') else { return false };
-    !uid.is_empty()
-        && uid.len() <= 10
-        && uid.bytes().all(|c| c.is_ascii_digit())
-        && hex.len() == 16
-        && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// A fresh object name for this user.
-pub(crate) fn new_segment_name() -> String {
-    format!("/shmslot.{}.{:016x}", crate::sys::shm::euid(), crate::sys::shm::random_u64())
-}
-
-/// The default discovery directory: `$SHMSLOT_DIR`, else
-/// `$XDG_RUNTIME_DIR/shmslot`, else `/tmp/shmslot-<uid>`.
-pub fn default_discovery_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("SHMSLOT_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("shmslot");
-    }
-    PathBuf::from(format!("/tmp/shmslot-{}", crate::sys::shm::euid()))
-}
-
-/// Creates `dir` (mode 0700) if missing and checks it is safe: a real
-/// directory (not a symlink), ours, not writable by group or others.
-pub(crate) fn ensure_dir(dir: &Path) -> Result<(), OpenError> {
-    let dir = &normalize_dir(dir)?;
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(source) => return Err(OpenError::Io { op: "create discovery directory", path: dir.to_owned(), source }),
-    }
-    check_dir(dir)
-}
-
-/// `dir` without trailing `/` and `.` (`link/` and `link/.` would make the
-/// system follow `link` when it is a symbolic link). A path ending in `..`
-/// is refused.
-pub(crate) fn normalize_dir(dir: &Path) -> Result<PathBuf, OpenError> {
-    if dir.components().next_back() == Some(std::path::Component::ParentDir) {
-        return Err(OpenError::Unsafe { path: dir.to_owned(), reason: "the directory path ends in '..' (name the directory itself)" });
-    }
-    let n: PathBuf = dir.components().collect();
-    Ok(if n.as_os_str().is_empty() { PathBuf::from(".") } else { n })
-}
-
-/// Checks an existing directory as [`ensure_dir`] does.
-pub(crate) fn check_dir(dir: &Path) -> Result<(), OpenError> {
-    let dir = &normalize_dir(dir)?;
-    let md = fs::symlink_metadata(dir).map_err(|source| OpenError::Io { op: "stat directory", path: dir.to_owned(), source })?;
-    let refuse = |reason| Err(OpenError::Unsafe { path: dir.to_owned(), reason });
-    if md.file_type().is_symlink() {
-        return refuse("the directory is a symbolic link");
-    }
-    if !md.is_dir() {
-        return refuse("not a directory");
-    }
-    if md.uid() != crate::sys::shm::euid() {
-        return refuse("the directory is owned by another user");
-    }
-    if md.mode() & 0o022 != 0 {
-        return refuse("the directory is writable by group or others (chmod 700 it)");
-    }
-    Ok(())
 }
 
 /// Writes `info` to `path`, failing if anything exists there.

@@ -63,7 +63,7 @@ pub use send::{Delivery, SendLoan, SendReport, Sender};
 use send::{SendState, StateRef};
 
 use crate::locator::{Locator, NamespaceId, ShmAddress, ShmAnnouncement, SHM_MULTICAST_PORT};
-use crate::segment::flink::{self, default_discovery_dir};
+use crate::segment::dir::default_discovery_dir;
 use crate::sys::clock::coarse_ms;
 use crate::GrowthStrategy;
 use crate::{OpenError, OverflowPolicy, PosixSlotAllocator, Reader, Sample, SlotBackend, SlotError, SlotHandle};
@@ -436,8 +436,8 @@ impl ShmTransport {
         let namespace = NamespaceId::current().map_err(TransportError::Namespace)?;
         let dir = config.discovery_dir.clone().unwrap_or_else(default_discovery_dir);
         let open_err = |source| TransportError::Open { what: "discovery directory".into(), source };
-        let dir = flink::normalize_dir(&dir).map_err(open_err)?;
-        flink::ensure_dir(&dir).map_err(open_err)?;
+        let dir = crate::segment::dir::normalize_dir(&dir).map_err(open_err)?;
+        crate::segment::dir::ensure_dir(&dir).map_err(open_err)?;
         let sh = Arc::new(Shared { config, namespace, dir, retired: Mutex::default() });
         Ok(Self { state: Mutex::new(SendState::new(&sh)), sh, ports: Arc::default() })
     }
