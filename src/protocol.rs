@@ -781,15 +781,21 @@ impl<P: Parker> RingView<'_, P> {
     }
 
     /// Turns `ADOPTING` entry `r` into this process's `ACTIVE` one (its
-    /// lock taken by the caller first, as in `register_with`). False if the
-    /// entry is not `ADOPTING` (a reaper judged it dead meanwhile).
-    pub fn adopt(&self, r: u8, pid: u32) -> bool {
+    /// lock taken by the caller first, as in `register_with`), its counters
+    /// going on from `before`, the reader's entry in the previous generation
+    /// (drained, and still the caller's). False if the entry is not
+    /// `ADOPTING` (a reaper judged it dead meanwhile).
+    pub fn adopt(&self, r: u8, pid: u32, before: &ReaderEntry) -> bool {
         let Some(e) = self.readers.get(usize::from(r)).filter(|_| u32::from(r) < self.geo.max_readers) else { return false };
         let st = e.state.load(Ordering::SeqCst);
         if entry_kind(st) != ENTRY_ADOPTING || e.state.compare_exchange(st, (st & !ENTRY_KIND) | ENTRY_ACTIVE, Ordering::SeqCst, Ordering::Relaxed).is_err() {
             return false;
         }
         e.pid.store(pid, Ordering::Relaxed);
+        // Only the owner writes its counters, and it is us on both sides.
+        e.received.store(before.received.load(Ordering::Relaxed), Ordering::Relaxed);
+        e.lost.store(before.lost.load(Ordering::Relaxed), Ordering::Relaxed);
+        e.kept_total.store(before.kept_total.load(Ordering::Relaxed), Ordering::Relaxed);
         true
     }
 

@@ -1,5 +1,11 @@
 //! One conformance suite, written once, run against every backend: the
-//! in-memory oracle and the POSIX shared-memory ring.
+//! in-memory oracle, the POSIX shared-memory ring, and the POSIX ring
+//! created with a growth strategy (`GrowthStrategy::PowerOfTwo`).
+//!
+//! Where a growing ring's contract differs (a sample larger than the slots
+//! is not an error there: the ring moves to larger slots and delivers it),
+//! the case says so through [`Maker::GROWS`] and asserts the growing
+//! behaviour instead.
 
 mod common;
 
@@ -42,6 +48,9 @@ impl Spec {
 /// as `let (_d, b)` so `b` drops first.
 trait Maker {
     type B: SlotBackend + 'static;
+    /// Whether a sample larger than the slots grows the ring (delivered
+    /// whole) instead of being `SlotError::SampleTooLarge`.
+    const GROWS: bool = false;
     fn make(spec: Spec) -> (Option<TestDir>, Self::B);
 }
 
@@ -54,23 +63,47 @@ impl Maker for Mem {
     }
 }
 
+fn make_posix(s: Spec, growth: GrowthStrategy) -> (Option<TestDir>, PosixSlotAllocator) {
+    let dir = TestDir::new("conf");
+    let mut b = PosixSlotAllocator::builder(s.slots, s.cap).overflow_policy(s.policy).start_seq(s.start).growth(growth).discovery_dir(dir.path());
+    if let Some(h) = s.hash {
+        b = b.type_hash(h);
+    }
+    let ring = b.create("ring").expect("create ring");
+    (Some(dir), ring)
+}
+
 struct Posix;
 impl Maker for Posix {
     type B = PosixSlotAllocator;
     fn make(s: Spec) -> (Option<TestDir>, Self::B) {
-        let dir = TestDir::new("conf");
-        let mut b = PosixSlotAllocator::builder(s.slots, s.cap).overflow_policy(s.policy).start_seq(s.start).discovery_dir(dir.path());
-        if let Some(h) = s.hash {
-            b = b.type_hash(h);
-        }
-        let ring = b.create("ring").expect("create ring");
-        (Some(dir), ring)
+        make_posix(s, GrowthStrategy::Static)
+    }
+}
+
+/// The POSIX ring, growing to the next power of two when a sample does not
+/// fit its slots.
+struct PosixGrowing;
+impl Maker for PosixGrowing {
+    type B = PosixSlotAllocator;
+    const GROWS: bool = true;
+    fn make(s: Spec) -> (Option<TestDir>, Self::B) {
+        make_posix(s, GrowthStrategy::PowerOfTwo)
     }
 }
 
 fn write<B: SlotBackend + ?Sized>(b: &B, bytes: &[u8]) -> Result<u64, SlotError> {
     let h = b.reserve_slot(ALL_READERS)?;
     b.commit_slot(h, bytes)
+}
+
+/// As [`write`], but a failed commit gives the loan back (a commit that
+/// fails leaves it open, and an open loan blocks every later sample).
+fn send<B: SlotBackend + ?Sized>(b: &B, bytes: &[u8]) -> Result<u64, SlotError> {
+    let h = b.reserve_slot(ALL_READERS)?;
+    b.commit_slot(h, bytes).inspect_err(|_| {
+        let _ = b.discard_slot(h);
+    })
 }
 
 fn read<B: SlotBackend + ?Sized>(b: &B, r: u8) -> Option<(u64, Vec<u8>)> {
@@ -197,26 +230,58 @@ fn in_place_loans<M: Maker>() {
     assert_eq!(s.seq(), 0);
     drop(s);
     assert!(reader.try_recv().unwrap().is_none());
+    // Written in place, a sample cannot outgrow its loan, growing ring or not.
     let loan = Loan::new(&b).unwrap();
     assert_eq!(loan.commit(65).unwrap_err(), SlotError::SampleTooLarge { sample: 65, slot_capacity: 64 });
     assert!(reader.try_recv().unwrap().is_none(), "a failed commit is discarded");
+    // A loan asked for by size: a growing ring moves to larger slots first.
+    let big: Vec<u8> = (0..65u8).collect();
+    match Loan::sized(&b, 65) {
+        Ok(mut loan) => {
+            assert!(M::GROWS, "a loan of 65 bytes from a ring of 64-byte slots that does not grow");
+            assert!(loan.as_mut_slice().len() >= 65);
+            loan.as_mut_slice()[..65].copy_from_slice(&big);
+            loan.commit(65).unwrap();
+            assert!(b.slot_capacity() >= 65);
+            let s = reader.try_recv().unwrap().expect("the sample of the grown ring");
+            assert_eq!(&*s, &big[..], "delivered intact");
+        }
+        Err(e) => {
+            assert!(!M::GROWS, "a growing ring refused a loan of 65 bytes: {e}");
+            assert_eq!(e, SlotError::SampleTooLarge { sample: 65, slot_capacity: 64 });
+        }
+    }
+    assert!(reader.try_recv().unwrap().is_none());
 }
 
 fn stale_handles_are_errors<M: Maker>() {
     let (_d, b) = M::make(Spec::new(4, 8));
     let r = b.register_reader().unwrap();
     let h = b.reserve_slot(ALL_READERS).unwrap();
-    assert_eq!(b.commit_slot(h, &[0; 9]).unwrap_err(), SlotError::SampleTooLarge { sample: 9, slot_capacity: 8 });
-    b.commit_slot(h, b"x").unwrap();
+    let (seq, sample) = if M::GROWS {
+        // Too large for the slot: the ring grows, the loan `h` is given up
+        // and the sample goes, whole, into a loan of the next generation.
+        let big = [9u8; 9];
+        let seq = b.commit_slot(h, &big).expect("a growing ring takes a sample larger than its slots");
+        assert!(b.slot_capacity() >= 9, "the ring did not grow: {} bytes", b.slot_capacity());
+        (seq, big.to_vec())
+    } else {
+        assert_eq!(b.commit_slot(h, &[0; 9]).unwrap_err(), SlotError::SampleTooLarge { sample: 9, slot_capacity: 8 });
+        // The loan stays open after the failed commit.
+        (b.commit_slot(h, b"x").unwrap(), b"x".to_vec())
+    };
     assert_eq!(b.commit_slot(h, b"x").unwrap_err(), SlotError::NotLoaned { index: h.slot_index, seq: h.seq });
     assert_eq!(b.discard_slot(h).unwrap_err(), SlotError::NotLoaned { index: h.slot_index, seq: h.seq });
     let forged = SlotHandle { slot_index: 3, seq: 0 };
     assert!(b.slot_data_ptr(forged).is_err());
     assert!(b.slot_read_ptr(SlotHandle { slot_index: 99, seq: 0 }).is_err());
     let got = b.next_unread_slot(r).unwrap().unwrap();
+    assert_eq!(got.seq, seq);
+    assert_eq!(b.read_slot(got).unwrap().1, sample);
     assert_eq!(b.next_unread_slot(r).unwrap(), Some(got), "same handle until released");
     b.mark_read(got, r).unwrap();
-    assert_eq!(b.mark_read(got, r).unwrap_err(), SlotError::NotHeld { reader: r, seq: 0, expected: 1 });
+    assert_eq!(b.mark_read(got, r).unwrap_err(), SlotError::NotHeld { reader: r, seq, expected: seq + 1 });
+    assert!(b.next_unread_slot(r).unwrap().is_none(), "exactly one sample");
     assert_eq!(b.next_unread_slot(63).unwrap_err(), SlotError::ReaderNotRegistered(63));
     assert_eq!(b.next_unread_slot(200).unwrap_err(), SlotError::ReaderNotRegistered(200));
     assert!(b.mark_reader_disconnected(200).is_err());
@@ -364,13 +429,116 @@ fn typed_endpoints<M: Maker>() {
     assert!(sub.try_recv().unwrap().is_none(), "the bad sample was released");
 }
 
+/// Small samples, then one larger than the slots (by copy), small ones,
+/// another larger one (loaned by size), small ones again; one reader reads
+/// as the writer goes, the other only at the end (on a growing ring it is
+/// two generations behind by then). A growing ring delivers every sample,
+/// exactly once and in order, to both; a static one refuses the large ones
+/// with `SampleTooLarge` and still delivers the rest in order.
+fn a_sample_larger_than_the_slots_mid_stream<M: Maker>() {
+    const CAP: usize = 16;
+    let (_d, b) = M::make(Spec::new(16, CAP));
+    let eager = b.register_reader().unwrap();
+    let lagging = b.register_reader().unwrap();
+    #[derive(Clone, Copy)]
+    enum Step {
+        Small(u8),
+        /// Reserve, then a copy commit larger than the loan.
+        ByCopy(usize, u8),
+        /// `Loan::sized`, written in place.
+        BySize(usize, u8),
+    }
+    use Step::*;
+    let plan = [Small(0), Small(1), Small(2), ByCopy(100, 0xa0), Small(3), Small(4), BySize(300, 0xb0), Small(5), Small(6), Small(7)];
+    let bytes_of = |step: Step| -> Vec<u8> {
+        match step {
+            Small(i) => (0..1 + usize::from(i) % CAP).map(|k| i.wrapping_mul(31).wrapping_add(k as u8)).collect(),
+            ByCopy(len, tag) | BySize(len, tag) => (0..len).map(|k| tag ^ (k as u8)).collect(),
+        }
+    };
+    let mut expected = Vec::new();
+    let mut got_eager = Vec::new();
+    for step in plan {
+        let bytes = bytes_of(step);
+        let res = match step {
+            Small(_) | ByCopy(..) => send(&b, &bytes),
+            BySize(len, _) => Loan::sized(&b, len).and_then(|mut loan| {
+                loan.as_mut_slice()[..len].copy_from_slice(&bytes);
+                loan.commit(len)
+            }),
+        };
+        if bytes.len() <= CAP || M::GROWS {
+            res.unwrap_or_else(|e| panic!("sample of {} bytes: {e}", bytes.len()));
+            expected.push(bytes);
+        } else {
+            assert_eq!(res, Err(SlotError::SampleTooLarge { sample: bytes.len(), slot_capacity: CAP }));
+        }
+        got_eager.extend(std::iter::from_fn(|| read(&b, eager)));
+    }
+    let got_lagging: Vec<_> = std::iter::from_fn(|| read(&b, lagging)).collect();
+    for (who, got) in [("eager", &got_eager), ("lagging", &got_lagging)] {
+        let lens: Vec<usize> = got.iter().map(|(_, v)| v.len()).collect();
+        assert_eq!(got.len(), expected.len(), "{who} reader: got samples of {lens:?}");
+        for (k, ((_, v), want)) in got.iter().zip(&expected).enumerate() {
+            assert!(v == want, "{who} reader, sample {k}: {} bytes, expected {} (got lengths {lens:?})", v.len(), want.len());
+        }
+        // (Sequence numbers across a growth: see
+        // `sequence_numbers_keep_increasing_across_growth`.)
+        if !M::GROWS {
+            assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "{who} reader: sequence numbers not increasing: {:?}", got.iter().map(|x| x.0).collect::<Vec<_>>());
+        }
+    }
+    assert!(read(&b, eager).is_none() && read(&b, lagging).is_none(), "nothing more");
+    for r in [eager, lagging] {
+        assert_eq!(b.reader_stats(r).unwrap().lost, 0);
+    }
+    if M::GROWS {
+        assert!(b.slot_capacity() >= 300, "grown to {} bytes", b.slot_capacity());
+    } else {
+        assert_eq!(b.slot_capacity(), CAP);
+    }
+    // Both readers are where the writer is: the next sample reaches both.
+    let seq = write(&b, b"after").unwrap();
+    assert_eq!(read(&b, eager).unwrap(), (seq, b"after".to_vec()));
+    assert_eq!(read(&b, lagging).unwrap(), (seq, b"after".to_vec()));
+}
+
+/// Sequence numbers are assigned in reservation order (the trait's
+/// contract), also across a growth: what commits return and what a reader
+/// gets keep increasing from the ring's first sequence number, and the
+/// reader's counters count every sample it received.
+fn sequence_numbers_keep_increasing_across_growth<M: Maker>() {
+    let start = 1000;
+    let (_d, b) = M::make(Spec::new(8, 16).start(start));
+    let r = b.register_reader().unwrap();
+    let mut committed = Vec::new();
+    for (k, len) in [4usize, 4, 4, 100, 4, 4, 300, 4].into_iter().enumerate() {
+        match send(&b, &vec![k as u8; len]) {
+            Ok(seq) => committed.push(seq),
+            Err(SlotError::SampleTooLarge { .. }) if !M::GROWS && len > 16 => {}
+            Err(e) => panic!("sample {k} of {len} bytes: {e}"),
+        }
+    }
+    assert_eq!(committed.len(), if M::GROWS { 8 } else { 6 });
+    assert!(committed[0] == start && committed.windows(2).all(|w| w[0] < w[1]), "sequence numbers the commits returned: {committed:?}");
+    let got: Vec<u64> = std::iter::from_fn(|| read(&b, r)).map(|(seq, _)| seq).collect();
+    assert_eq!(got, committed, "sequence numbers the reader got");
+    let st = b.reader_stats(r).unwrap();
+    assert_eq!((st.received, st.lost, st.next_seq), (committed.len() as u64, 0, committed.last().unwrap() + 1), "{st:?}");
+}
+
+/// Every case, for every backend. `#[growing(...)]` adds an attribute to
+/// the growing ring's instantiation only.
 macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
+    ($( $(#[growing($($growing_attr:tt)*)])? $case:ident ),* $(,)?) => {
         mod in_memory {
             $( #[test] fn $case() { super::$case::<super::Mem>() } )*
         }
         mod posix {
             $( #[test] fn $case() { super::$case::<super::Posix>() } )*
+        }
+        mod posix_growing {
+            $( $(#[$($growing_attr)*])? #[test] fn $case() { super::$case::<super::PosixGrowing>() } )*
         }
     };
 }
@@ -388,4 +556,6 @@ suite!(
     sequence_wraps_around,
     blocking_calls_wake,
     typed_endpoints,
+    a_sample_larger_than_the_slots_mid_stream,
+    sequence_numbers_keep_increasing_across_growth,
 );

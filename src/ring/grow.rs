@@ -290,7 +290,7 @@ impl PosixSlotAllocator {
             if !next.take_byte(byte) {
                 return Err(generation_err("follow", format!("the lock of reader {r} in {} is held by another process", next.segment_name)));
             }
-            if !next.ring().adopt(r, std::process::id()) {
+            if !next.ring().adopt(r, std::process::id(), &g.ring().readers[usize::from(r)]) {
                 next.drop_byte(byte);
                 return Err(generation_err("follow", format!("reader {r} was not carried over to {} (judged dead, or registered while the ring moved)", next.segment_name)));
             }
@@ -395,7 +395,7 @@ impl PosixSlotAllocator {
             }
             h.successor.store(id, Ordering::Release);
             let name = crate::segment::name::name_of(id);
-            match self.create_successor(&name, capacity) {
+            match self.create_successor(&name, capacity, moved_at) {
                 Ok(n) => break (n, name),
                 Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(generation_err("create the next generation", e)),
@@ -426,9 +426,10 @@ impl PosixSlotAllocator {
     }
 
     /// Creates the successor object `name`: this geometry with `capacity`,
-    /// one generation on, every reader registered here carried over as
+    /// one generation on, its sequences going on from `moved_at` (where
+    /// this generation's end), every reader registered here carried over as
     /// `ADOPTING`.
-    fn create_successor(&self, name: &str, capacity: u32) -> Result<Self, OpenError> {
+    fn create_successor(&self, name: &str, capacity: u32, moved_at: u64) -> Result<Self, OpenError> {
         let info = &self.info;
         let lay = Layout::compute(info.slot_count, capacity, info.max_readers, info.max_writers)
             .filter(|l| l.total <= super::layout::MAX_TOTAL)
@@ -445,7 +446,7 @@ impl PosixSlotAllocator {
             generation: info.generation + 1,
             growth: info.growth,
             predecessor: self.id,
-            start_seq: 0,
+            start_seq: moved_at,
             start_generation: 0,
         };
         let ring = self.ring();
