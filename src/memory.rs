@@ -44,8 +44,8 @@ struct Inner {
     registered: ReaderMask,
     slots: Vec<Slot>,
     readers: [Reader; 64],
-    generation: u64,
-    space_generation: u64,
+    epoch: u64,
+    space_epoch: u64,
 }
 
 /// A slot ring on the heap of one process.
@@ -103,7 +103,7 @@ impl InMemorySlotAllocator {
             .map(|s| s.expect("every slot initialised"))
             .collect();
         Self {
-            inner: Mutex::new(Inner { write_seq: start, registered: 0, slots, readers: [Reader::default(); 64], generation: 0, space_generation: 0 }),
+            inner: Mutex::new(Inner { write_seq: start, registered: 0, slots, readers: [Reader::default(); 64], epoch: 0, space_epoch: 0 }),
             data_cv: Condvar::new(),
             space_cv: Condvar::new(),
             data: (0..n * slot_capacity.div_ceil(32)).map(|_| Chunk([const { UnsafeCell::new(0) }; 32])).collect(),
@@ -191,9 +191,9 @@ impl SlotBackend for InMemorySlotAllocator {
         let slot = self.loan(&mut g, handle)?;
         slot.state = State::Skipped;
         slot.pending = 0;
-        g.generation += 1;
+        g.epoch += 1;
         self.data_cv.notify_all();
-        g.space_generation += 1;
+        g.space_epoch += 1;
         self.space_cv.notify_all();
         Ok(())
     }
@@ -213,7 +213,7 @@ impl SlotBackend for InMemorySlotAllocator {
         }
         slot.len = len as u32;
         slot.state = State::Committed;
-        g.generation += 1;
+        g.epoch += 1;
         self.data_cv.notify_all();
         Ok(handle.seq)
     }
@@ -305,7 +305,7 @@ impl SlotBackend for InMemorySlotAllocator {
         }
         rd.cursor = handle.seq.wrapping_add(1);
         rd.received += 1;
-        g.space_generation += 1;
+        g.space_epoch += 1;
         self.space_cv.notify_all();
         Ok(())
     }
@@ -328,9 +328,9 @@ impl SlotBackend for InMemorySlotAllocator {
                 s.pins -= 1;
             }
         }
-        g.generation += 1;
+        g.epoch += 1;
         self.data_cv.notify_all();
-        g.space_generation += 1;
+        g.space_epoch += 1;
         self.space_cv.notify_all();
         Ok(())
     }
@@ -378,13 +378,13 @@ impl SlotBackend for InMemorySlotAllocator {
     }
 
     fn notify_generation(&self) -> u64 {
-        self.inner.lock().generation
+        self.inner.lock().epoch
     }
 
     fn wait_for_change(&self, last: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let mut g = self.inner.lock();
-        while g.generation == last {
+        while g.epoch == last {
             if self.data_cv.wait_until(&mut g, deadline).timed_out() {
                 return;
             }
@@ -395,12 +395,12 @@ impl SlotBackend for InMemorySlotAllocator {
         // `still_full` takes the lock itself, so check it unlocked, then wait
         // for a release notification; the lock orders the two.
         let deadline = Instant::now() + timeout;
-        let seen = self.inner.lock().space_generation;
+        let seen = self.inner.lock().space_epoch;
         if !still_full() {
             return;
         }
         let mut g = self.inner.lock();
-        while g.space_generation == seen {
+        while g.space_epoch == seen {
             if self.space_cv.wait_until(&mut g, deadline).timed_out() {
                 return;
             }

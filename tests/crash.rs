@@ -722,7 +722,7 @@ fn sequence_and_futex_generation_wrap_a_million_commits() {
     let flink = dir.flink("ring");
     let n: u64 = 1_000_000;
     let start = u64::MAX - n / 2;
-    let ring = PosixSlotAllocator::builder(64, 32).start_seq(start).start_generation(u32::MAX - 300_000).create(&flink).unwrap();
+    let ring = PosixSlotAllocator::builder(64, 32).start_seq(start).start_notify_epoch(u32::MAX - 300_000).create(&flink).unwrap();
     let peer = PosixSlotAllocator::attach(&flink).unwrap();
     let done = watchdog("wrap", Duration::from_secs(120));
     let mut reader = Reader::new(&peer).unwrap();

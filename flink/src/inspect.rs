@@ -64,7 +64,7 @@ struct InspectView {
     /// Sum of the readers' lost counts.
     lost: Option<u64>,
     age_ms: Option<u64>,
-    data_generation: Option<u32>,
+    data_epoch: Option<u32>,
     data_waiters: Option<u32>,
     space_waiters: Option<u32>,
     readers: Vec<ParticipantView>,
@@ -119,7 +119,7 @@ pub fn run(args: &InspectArgs) -> Result<(), CliError> {
         dropped: None,
         lost: None,
         age_ms: None,
-        data_generation: None,
+        data_epoch: None,
         data_waiters: None,
         space_waiters: None,
         readers: Vec::new(),
@@ -174,7 +174,7 @@ pub fn run(args: &InspectArgs) -> Result<(), CliError> {
                         view.received = Some(st.received());
                         view.dropped = Some(st.dropped());
                         view.lost = Some(st.lost());
-                        view.data_generation = Some(st.data_generation);
+                        view.data_epoch = Some(st.data_epoch);
                         view.data_waiters = Some(st.data_waiters);
                         view.space_waiters = Some(st.space_waiters);
                         if let Some(info) = &st.info {
@@ -252,8 +252,8 @@ fn report(v: &InspectView) -> String {
     if let Some(lost) = v.lost {
         let _ = writeln!(s, "  lost         {lost}");
     }
-    if let (Some(g), Some(dw), Some(sw)) = (v.data_generation, v.data_waiters, v.space_waiters) {
-        let _ = writeln!(s, "  notify       data generation {g}, {dw} data waiters, {sw} space waiters");
+    if let (Some(g), Some(dw), Some(sw)) = (v.data_epoch, v.data_waiters, v.space_waiters) {
+        let _ = writeln!(s, "  notify       data epoch {g}, {dw} data waiters, {sw} space waiters");
     }
     if v.info.is_some() {
         let _ = writeln!(s, "readers ({})", v.readers.len());

@@ -309,7 +309,7 @@ fn live_segment_is_listed_and_inspected() {
         assert_eq!(v["writers"][0]["position"], 5);
         assert_eq!(v["writers"][0]["dropped"], 0);
         assert_eq!((v["sent"].clone(), v["received"].clone(), v["dropped"].clone()), (5.into(), 2.into(), 0.into()), "{v}");
-        assert!(v["data_generation"].is_u64() && v["data_waiters"].is_u64() && v["space_waiters"].is_u64(), "{v}");
+        assert!(v["data_epoch"].is_u64() && v["data_waiters"].is_u64() && v["space_waiters"].is_u64(), "{v}");
     }
     let text = flink_ok(&dir, &["inspect", "telemetry"]);
     for needle in ["state        live", "stride 320 B", "(untyped)", "write_seq    5", "5 sent, 2 received, 0 dropped", "NEXT SEQ", "COMMITS", "DROPPED", "validation     ok"] {

@@ -165,10 +165,10 @@ pub(crate) fn wait_for_change(st: &EntryState, last: u64, timeout: Duration) -> 
         // once); if its comes first, our re-check sees the new version.
         st.waiters.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        let g = st.generation.load(Ordering::Relaxed);
+        let g = st.epoch.load(Ordering::Relaxed);
         if st.version.load(Ordering::Relaxed) == last {
             // WrongValue, Interrupted and TimedOut all mean "look again".
-            let _ = futex(&st.generation).wait_for(g, left);
+            let _ = futex(&st.epoch).wait_for(g, left);
         }
         st.waiters.fetch_sub(1, Ordering::Relaxed);
     }
@@ -272,13 +272,13 @@ impl<V: Pod> EntryWriter<V> {
         // pairs with the reader's Acquire load of `version`.
         st.version.store(v, Ordering::Release);
         self.version = v;
-        let g = st.generation.load(Ordering::Relaxed);
-        st.generation.store(g.wrapping_add(1), Ordering::Relaxed);
+        let g = st.epoch.load(Ordering::Relaxed);
+        st.epoch.store(g.wrapping_add(1), Ordering::Relaxed);
         // SYNC POINT (wake): see `wait_for_change`. No syscall unless a
         // waiter is registered.
         fence(Ordering::SeqCst);
         if st.waiters.load(Ordering::Relaxed) != 0 {
-            futex(&st.generation).wake(i32::MAX);
+            futex(&st.epoch).wake(i32::MAX);
         }
         v
     }

@@ -112,9 +112,9 @@ pub(crate) struct EntryState {
     /// Per buffer: `2 × version` of the value it holds, `2 × version + 1`
     /// while the writer writes it.
     pub seq: [AtomicU64; BUFFERS],
-    /// Futex word: bumped after every publication.
-    pub generation: AtomicU32,
-    /// Threads parked on `generation` (the writer wakes only if nonzero).
+    /// Futex word, the notify epoch: bumped after every publication.
+    pub epoch: AtomicU32,
+    /// Threads parked on `epoch` (the writer wakes only if nonzero).
     pub waiters: AtomicU32,
     /// 1 while a writer holds the entry (its lock byte says whether it is
     /// alive), 0 when free.
@@ -145,7 +145,7 @@ const _: () = {
     assert!(offset_of!(EntryDesc, block_size) == 40);
     assert!(size_of::<EntryState>() == STATE_SIZE);
     assert!(offset_of!(EntryState, seq) == 8);
-    assert!(offset_of!(EntryState, generation) == 32);
+    assert!(offset_of!(EntryState, epoch) == 32);
     assert!(offset_of!(EntryState, waiters) == 36);
     assert!(offset_of!(EntryState, claim) == 40);
     assert!(offset_of!(EntryState, writer_pid) == 44);

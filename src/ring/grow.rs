@@ -290,7 +290,7 @@ impl PosixSlotAllocator {
             if !next.take_byte(byte) {
                 return Err(generation_err("follow", format!("the lock of reader {r} in {} is held by another process", next.segment_name)));
             }
-            if !next.ring().adopt(r, std::process::id(), &g.ring().readers[usize::from(r)]) {
+            if !next.ring().adopt(r, std::process::id(), g.ring()) {
                 next.drop_byte(byte);
                 return Err(generation_err("follow", format!("reader {r} was not carried over to {} (judged dead, or registered while the ring moved)", next.segment_name)));
             }
@@ -381,7 +381,7 @@ impl PosixSlotAllocator {
         // SYNC POINT (move): the flag before the read of `write_seq`; pairs
         // with the writers' claim-then-check in `reserve_local`.
         h.chain.fetch_or(CHAIN_MOVING, Ordering::SeqCst);
-        let moved_at = self.ring().ctrl.write_seq.0.load(Ordering::SeqCst);
+        let moved_at = self.ring().write_seq();
         // A mover that died may have left a successor half made: its id was
         // stored before the object was created.
         let stale = h.successor.load(Ordering::Acquire);
@@ -419,8 +419,7 @@ impl PosixSlotAllocator {
         });
         // Readers parked here must wake up to follow; with none, this
         // generation is done already.
-        self.ring().ctrl.data.generation.fetch_add(1, Ordering::SeqCst);
-        crate::protocol::Parker::wake_all(&super::FutexParker, &self.ring().ctrl.data.generation);
+        self.ring().wake_readers();
         self.release_if_unread();
         Ok(())
     }
@@ -447,12 +446,12 @@ impl PosixSlotAllocator {
             growth: info.growth,
             predecessor: self.id,
             start_seq: moved_at,
-            start_generation: 0,
+            start_notify_epoch: 0,
         };
         let ring = self.ring();
-        let registered = ring.ctrl.registered.0.load(Ordering::SeqCst);
+        let registered = ring.registered();
         let carried = |next: &Self| {
-            next.ring().seed_adopting(registered, &|r| ring.readers[usize::from(r)].pid.load(Ordering::Relaxed));
+            next.ring().seed_adopting(registered, &|r| ring.reader_pid(r));
         };
         Self::create_object(Some(name), &geometry, self.flink_path.clone(), self.spin, false, &carried)
     }
@@ -460,7 +459,7 @@ impl PosixSlotAllocator {
     /// A moved generation nobody reads any more is removed (its name; the
     /// mappings of handles that still have it stay valid).
     pub(crate) fn release_if_unread(&self) {
-        if self.chain_flags() & CHAIN_MOVED != 0 && self.ring().ctrl.registered.0.load(Ordering::SeqCst) == 0 {
+        if self.chain_flags() & CHAIN_MOVED != 0 && self.ring().registered() == 0 {
             let _ = shm::unlink(&self.segment_name);
         }
     }
@@ -480,7 +479,7 @@ impl PosixSlotAllocator {
         let alive = match Self::attach_segment(&crate::segment::name::name_of(pred), self.flink_path.clone(), self.spin) {
             Ok(p) if p.info.generation + 1 == self.info.generation => {
                 let _ = p.reap_dead();
-                let st = p.ring().readers.get(usize::from(r)).map_or(0, |e| e.state.load(Ordering::SeqCst));
+                let st = p.ring().reader_state(r);
                 matches!(entry_kind(st), ENTRY_ACTIVE | ENTRY_ADOPTING)
             }
             // Gone (every reader left it, or it was removed) or not ours.
@@ -489,7 +488,7 @@ impl PosixSlotAllocator {
             // Cannot tell: never declare a reader dead on a failed test.
             Err(_) => true,
         };
-        alive || self.ring().readers.get(usize::from(r)).is_none_or(|e| e.state.load(Ordering::SeqCst) != observed)
+        alive || self.ring().reader_state(r) != observed
     }
 
     /// Every generation's object name from this one on, following the

@@ -31,7 +31,7 @@
 
 use std::mem::{offset_of, size_of};
 
-use crate::protocol::{Control, ReaderEntry, SlotMeta};
+use crate::protocol::{Control, ReaderEntry, SlotMeta, WriterEntry};
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// "SHMSLOT1", little-endian.
@@ -97,25 +97,6 @@ pub(crate) const CHAIN_MOVING: u32 = 1;
 pub(crate) const CHAIN_MOVED: u32 = 2;
 /// Most generations of one ring (see `GrowthStrategy`).
 pub(crate) const MAX_GENERATIONS: u32 = crate::segment::reclaim::MAX_LINEAGE;
-
-/// One writer's entry (claimed on a handle's first reservation, with the
-/// liveness lock of its index held from before the claim until after it is
-/// freed).
-#[repr(C, align(64))]
-pub(crate) struct WriterEntry {
-    /// `epoch << 2 | ENTRY_*` (see `protocol::entry_kind`).
-    pub state: AtomicU32,
-    /// Owner's pid, for display only.
-    pub pid: AtomicU32,
-    /// Samples committed (display; exact for one writing thread per handle).
-    pub commits: AtomicU64,
-    /// The `KeepAll` sequence this writer last tried to claim (see
-    /// `RingView::reserve` and `skip_loans_of`).
-    pub claiming: AtomicU64,
-    /// Samples this writer gave up on because the ring was full (display;
-    /// counted by a never-blocking sender, see `record_dropped`).
-    pub dropped: AtomicU64,
-}
 
 pub(crate) const HEADER_SIZE: usize = 128;
 pub(crate) const CONTROL_OFFSET: usize = HEADER_SIZE;

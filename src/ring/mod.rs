@@ -16,7 +16,7 @@ use memmap2::MmapRaw;
 
 use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHandle, SlotHeader, DEFAULT_SPIN};
 use crate::error::{OpenError, SlotError, ValidationError};
-use crate::protocol::{entry_kind, entry_next, Control, Geometry, Parker, ReaderEntry, RingView, SlotArray, ENTRY_ACTIVE, ENTRY_FREE, ENTRY_RECLAIMING};
+use crate::protocol::{Control, Geometry, Parker, ReaderEntry, RingView, SlotArray, WriterEntry, WriterTable};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::clock::{coarse_ms, wall_ms};
 use crate::sys::{futex, membarrier, shm};
@@ -44,7 +44,7 @@ pub(crate) const SIZE_BOUNDS: SizeBounds = SizeBounds { min: READERS_OFFSET as u
 /// A handle without a writer entry.
 const NO_WRITER: u32 = u32::MAX;
 
-use layout::{Layout, SegmentHeader, WriterEntry, CONTROL_OFFSET, INIT_CREATING, INIT_READY, LAYOUT_VERSION, MAGIC, READERS_OFFSET};
+use layout::{Layout, SegmentHeader, CONTROL_OFFSET, INIT_CREATING, INIT_READY, LAYOUT_VERSION, MAGIC, READERS_OFFSET};
 
 /// The process-local cursor floor of a handle (`RingView::cursor_floor`):
 /// one heap word, allocated with the handle and freed when it drops. Held
@@ -95,7 +95,7 @@ pub struct PosixSlotAllocatorBuilder {
     discovery_dir: Option<PathBuf>,
     spin: Duration,
     start_seq: u64,
-    start_generation: u32,
+    start_notify_epoch: u32,
     remove_on_drop: bool,
     growth: GrowthStrategy,
 }
@@ -168,12 +168,12 @@ impl PosixSlotAllocatorBuilder {
         self
     }
 
-    /// First value of the data notify generation (default 0). For tests of
-    /// the futex word's wrap-around.
+    /// First value of the data notify epoch (default 0). For tests of the
+    /// futex word's wrap-around.
     #[doc(hidden)]
     #[must_use]
-    pub fn start_generation(mut self, generation: u32) -> Self {
-        self.start_generation = generation;
+    pub fn start_notify_epoch(mut self, epoch: u32) -> Self {
+        self.start_notify_epoch = epoch;
         self
     }
 
@@ -341,7 +341,7 @@ pub(crate) struct NewSegment {
     pub growth: GrowthStrategy,
     pub predecessor: u64,
     pub start_seq: u64,
-    pub start_generation: u32,
+    pub start_notify_epoch: u32,
 }
 
 impl PosixSlotAllocator {
@@ -358,7 +358,7 @@ impl PosixSlotAllocator {
             discovery_dir: None,
             spin: DEFAULT_SPIN,
             start_seq: 0,
-            start_generation: 0,
+            start_notify_epoch: 0,
             remove_on_drop: true,
             growth: GrowthStrategy::Static,
         }
@@ -406,7 +406,7 @@ impl PosixSlotAllocator {
             growth: b.growth,
             predecessor: 0,
             start_seq: b.start_seq,
-            start_generation: b.start_generation,
+            start_notify_epoch: b.start_notify_epoch,
         };
         let this = Self::create_object(None, &geometry, flink_path.clone(), b.spin, true, &|_| {})?;
         let segment_name = this.segment_name.clone();
@@ -509,7 +509,7 @@ impl PosixSlotAllocator {
         };
         h.geometry_crc.store(raw.crc(), Ordering::Relaxed);
         this.ring().init(g.start_seq);
-        this.ring().ctrl.data.generation.store(g.start_generation, Ordering::Relaxed);
+        this.ring().init_data_epoch(g.start_notify_epoch);
         extra(&this);
         this.reset_cursor_floor();
         membarrier::register();
@@ -632,7 +632,7 @@ impl PosixSlotAllocator {
 
     /// Starts the cursor floor far behind `write_seq`: no lower bound known.
     fn reset_cursor_floor(&self) {
-        let ws = self.ring().ctrl.write_seq.0.load(Ordering::SeqCst);
+        let ws = self.ring().write_seq();
         self.ring().cursor_floor.store(ws.wrapping_sub(1 << 62), Ordering::Release);
     }
 
@@ -648,9 +648,10 @@ impl PosixSlotAllocator {
         &self.view
     }
 
-    fn writers(&self) -> &[WriterEntry] {
-        // SAFETY: `max_writers` entries at `writers_offset`, inside the mapping.
-        unsafe { std::slice::from_raw_parts(self.writers.as_ptr(), self.info.max_writers as usize) }
+    fn writers(&self) -> WriterTable<'_> {
+        // SAFETY: `max_writers` entries at `writers_offset`, inside the
+        // mapping; atomics only.
+        WriterTable(unsafe { std::slice::from_raw_parts(self.writers.as_ptr(), self.info.max_writers as usize) })
     }
 
     /// This handle's writer entry, claimed on first use (reaping dead
@@ -677,28 +678,11 @@ impl PosixSlotAllocator {
         Ok(w)
     }
 
-    /// Claims a free writer entry: its lock first, then the entry (so an
-    /// `ACTIVE` entry's lock is held for as long as its owner lives).
+    /// Claims a free writer entry (see `WriterTable::claim`).
     fn claim_writer_entry(&self) -> Option<u8> {
-        for (w, e) in self.writers().iter().enumerate() {
-            let st = e.state.load(Ordering::Relaxed);
-            let byte = lock::WRITER_BASE + w as u64;
-            if entry_kind(st) != ENTRY_FREE || !self.take_byte(byte) {
-                continue;
-            }
-            if e.state.compare_exchange(st, entry_next(st), Ordering::SeqCst, Ordering::Relaxed).is_err() {
-                self.drop_byte(byte);
-                continue;
-            }
-            e.pid.store(std::process::id(), Ordering::Relaxed);
-            e.commits.store(0, Ordering::Relaxed);
-            e.dropped.store(0, Ordering::Relaxed);
-            // Nothing claimed yet: a sequence far from the ring.
-            let ws = self.ring().ctrl.write_seq.0.load(Ordering::Relaxed);
-            e.claiming.store(ws.wrapping_sub(1 << 62), Ordering::Relaxed);
-            return Some(w as u8);
-        }
-        None
+        let write_seq = self.ring().write_seq();
+        let byte = |w: u8| lock::WRITER_BASE + u64::from(w);
+        self.writers().claim(std::process::id(), write_seq, &mut |w| self.take_byte(byte(w)), &mut |w| self.drop_byte(byte(w)))
     }
 
     /// Frees what dead participants left behind: the entries of readers
@@ -722,60 +706,22 @@ impl PosixSlotAllocator {
     fn reap_dead_locked(&self) -> Reaped {
         let ring = self.ring();
         let mut out = Reaped::default();
-        let in_use = |st: u32| matches!(entry_kind(st), ENTRY_ACTIVE | ENTRY_RECLAIMING);
-        for (r, e) in ring.readers.iter().enumerate() {
-            let byte = lock::READER_BASE + r as u64;
-            let st = e.state.load(Ordering::SeqCst);
-            if entry_kind(st) == crate::protocol::ENTRY_ADOPTING {
-                // Not arrived yet: alive while it holds its entry in the
-                // previous generation (see `grow`).
-                if !self.upstream_alive(r as u8, st) && ring.reap_reader(r as u8, st) {
-                    out.readers += 1;
-                }
-                continue;
-            }
-            if !in_use(e.state.load(Ordering::SeqCst)) || lock::alive(&self.file, byte) || !self.take_byte(byte) {
-                continue;
-            }
-            // Ours now: an ACTIVE entry's owner holds it for life, so the
-            // owner is dead (or a reaper before us died).
-            if ring.reap_reader(r as u8, e.state.load(Ordering::SeqCst)) {
-                out.readers += 1;
-            }
-            self.drop_byte(byte);
-        }
-        let writers = self.writers();
-        for (w, e) in writers.iter().enumerate() {
-            let byte = lock::WRITER_BASE + w as u64;
-            if !in_use(e.state.load(Ordering::SeqCst)) || lock::alive(&self.file, byte) || !self.take_byte(byte) {
-                continue;
-            }
-            let st = e.state.load(Ordering::SeqCst);
-            let reclaiming = (st & !3) | ENTRY_RECLAIMING;
-            let taken = match entry_kind(st) {
-                ENTRY_ACTIVE => e.state.compare_exchange(st, reclaiming, Ordering::SeqCst, Ordering::Relaxed).is_ok(),
-                kind => kind == ENTRY_RECLAIMING,
-            };
-            if taken {
-                // A claim another *live* writer records may be that writer's
-                // own (see `skip_loans_of`).
-                let claimed_by_other = |s: u64| {
-                    writers.iter().enumerate().any(|(o, x)| {
-                        o != w && in_use(x.state.load(Ordering::SeqCst)) && x.claiming.load(Ordering::Acquire) == s && lock::alive(&self.file, lock::WRITER_BASE + o as u64)
-                    })
-                };
-                let (skipped, deferred) = ring.skip_loans_of(w as u8, Some(e.claiming.load(Ordering::SeqCst)), &claimed_by_other);
-                out.skipped += skipped;
-                if deferred {
-                    // Keep the dead entry (and its claim) for a later reap.
-                    e.state.store((st & !3) | ENTRY_ACTIVE, Ordering::SeqCst);
-                } else {
-                    e.state.store(st & !3, Ordering::SeqCst);
-                    out.writers += 1;
-                }
-            }
-            self.drop_byte(byte);
-        }
+        let reader_byte = |r: u8| lock::READER_BASE + u64::from(r);
+        out.readers = ring.reap_dead_readers(
+            &|r| lock::alive(&self.file, reader_byte(r)),
+            &|r, st| self.upstream_alive(r, st),
+            &mut |r| self.take_byte(reader_byte(r)),
+            &mut |r| self.drop_byte(reader_byte(r)),
+        );
+        let writer_byte = |w: u8| lock::WRITER_BASE + u64::from(w);
+        let (freed, skipped) = self.writers().reap_dead(
+            ring,
+            &|w| lock::alive(&self.file, writer_byte(w)),
+            &mut |w| self.take_byte(writer_byte(w)),
+            &mut |w| self.drop_byte(writer_byte(w)),
+        );
+        out.writers += freed;
+        out.skipped += skipped;
         out
     }
 
@@ -793,7 +739,7 @@ impl PosixSlotAllocator {
     /// is alive.
     pub fn writers_alive(&self) -> bool {
         lock::alive(&self.file, lock::CREATOR)
-            || self.writers().iter().enumerate().any(|(w, e)| entry_kind(e.state.load(Ordering::Relaxed)) == ENTRY_ACTIVE && lock::alive(&self.file, lock::WRITER_BASE + w as u64))
+            || self.writers().any_alive(&|w| lock::alive(&self.file, lock::WRITER_BASE + u64::from(w)))
     }
 
     /// Who is attached and alive, the counters, and whether the segment is
@@ -903,9 +849,8 @@ impl PosixSlotAllocator {
     /// Does nothing before this handle's first reservation.
     pub fn record_dropped(&self) {
         let w = self.writer.load(Ordering::Relaxed);
-        if let Some(e) = self.writers().get(w as usize) {
-            // Our own entry's line; one writing thread per handle: no RMW.
-            e.dropped.store(e.dropped.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        if w != NO_WRITER {
+            self.writers().count_dropped(w as u8);
         }
     }
 
@@ -976,12 +921,8 @@ impl Drop for PosixSlotAllocator {
         if w != NO_WRITER {
             // Loans a caller never committed nor discarded must not block
             // readers: skip them, then free the entry, then its lock.
-            let e = &self.writers()[w as usize];
             let _ = ring.skip_loans_of(w as u8, None, &|_| false);
-            let st = e.state.load(Ordering::SeqCst);
-            if entry_kind(st) == ENTRY_ACTIVE {
-                let _ = e.state.compare_exchange(st, st & !3, Ordering::SeqCst, Ordering::Relaxed);
-            }
+            self.writers().free(w as u8);
         }
         let mut mine = self.my_readers.load(Ordering::Relaxed);
         while mine != 0 {
@@ -1021,9 +962,9 @@ impl PosixSlotAllocator {
             return Err(SlotError::Moved);
         }
         let w = self.writer_index()?;
-        let claiming = &self.writers()[usize::from(w)].claiming;
+        let claiming = self.writers().claiming(w);
         let ring = self.ring();
-        match ring.reserve(active_readers_mask, w, Some(claiming)) {
+        match ring.reserve(active_readers_mask, w, claiming) {
             // SYNC POINT (move): claim, then look for a move (SeqCst both);
             // a claim the mover's read of `write_seq` did not see is
             // discarded here (see `grow`).
@@ -1036,7 +977,7 @@ impl PosixSlotAllocator {
             // Full: perhaps because of a dead reader (or a dead writer's
             // loan a lap ago). Look, now and then.
             Err(SlotError::NoFreeSlot) if Self::check_due(&self.next_write_check_ms) && self.reap_dead().any() => {
-                let (slot_index, seq) = ring.reserve(active_readers_mask, w, Some(claiming))?;
+                let (slot_index, seq) = ring.reserve(active_readers_mask, w, claiming)?;
                 Ok(SlotHandle { slot_index, seq })
             }
             Err(e) => Err(e),
@@ -1056,11 +997,7 @@ impl PosixSlotAllocator {
     #[inline(always)]
     fn commit_in_place_local(&self, handle: SlotHandle, len: usize) -> Result<u64, SlotError> {
         let seq = self.ring().commit(handle.slot_index, handle.seq, len)?;
-        let w = self.writer.load(Ordering::Relaxed);
-        if let Some(e) = self.writers().get(w as usize) {
-            // Display counter on our own cache line: no RMW.
-            e.commits.store(e.commits.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-        }
+        self.writers().count_commit(self.writer.load(Ordering::Relaxed) as u8);
         Ok(seq)
     }
 
@@ -1116,8 +1053,7 @@ impl PosixSlotAllocator {
         let _g = self.lock_table.lock();
         let ring = self.ring();
         ring.disconnect(reader_index)?;
-        ring.ctrl.data.generation.fetch_add(1, Ordering::SeqCst);
-        FutexParker.wake_all(&ring.ctrl.data.generation);
+        ring.wake_readers();
         Ok(())
     }
 
@@ -1431,7 +1367,7 @@ impl SlotBackend for PosixSlotAllocator {
         // adopted now: free them (reapers would, later).
         let mut n = g.next.get();
         while let Some(x) = n {
-            let st = x.ring().readers.get(usize::from(reader_index)).map_or(0, |e| e.state.load(Ordering::SeqCst));
+            let st = x.ring().reader_state(reader_index);
             if crate::protocol::entry_kind(st) == crate::protocol::ENTRY_ADOPTING {
                 x.ring().reap_reader(reader_index, st);
                 x.release_if_unread();
@@ -1475,7 +1411,7 @@ impl SlotBackend for PosixSlotAllocator {
         self.grow_for(len)
     }
     fn notify_generation(&self) -> u64 {
-        u64::from(self.newest().0.ring().generation())
+        u64::from(self.newest().0.ring().data_epoch())
     }
     fn wait_for_change(&self, last: u64, timeout: Duration) {
         self.newest().0.ring().wait_data(last as u32, timeout.min(PARK_SLICE));

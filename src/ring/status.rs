@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::MmapOptions;
 
-use super::layout::{Layout, WriterEntry, CONTROL_OFFSET, READERS_OFFSET};
+use super::layout::{Layout, CONTROL_OFFSET, READERS_OFFSET};
 use super::validate::{validate, SegmentInfo};
 use crate::error::OpenError;
 use crate::segment::flink::{FlinkInfo, SegmentKind};
@@ -23,7 +23,7 @@ use crate::segment::object::{self, Access};
 use crate::segment::reclaim::chain_held;
 use crate::segment::state::SegmentState;
 use crate::sys::shm;
-use crate::protocol::{entry_kind, Control, ReaderEntry, ENTRY_ACTIVE, ENTRY_RECLAIMING};
+use crate::protocol::{entry_kind, Control, ReaderEntry, WriterEntry, ENTRY_ACTIVE, ENTRY_RECLAIMING};
 use crate::sync::Ordering;
 
 /// What [`PosixSlotAllocator::reap_dead`](super::PosixSlotAllocator::reap_dead) freed.
@@ -102,8 +102,8 @@ pub struct SegmentStatus {
     pub readers: Vec<ParticipantStatus>,
     /// Writer entries in use.
     pub writers: Vec<ParticipantStatus>,
-    /// Data notify generation (futex word).
-    pub data_generation: u32,
+    /// Data notify epoch (the futex word readers park on).
+    pub data_epoch: u32,
     /// Threads parked waiting for data.
     pub data_waiters: u32,
     /// Threads parked waiting for space.
@@ -127,7 +127,7 @@ impl SegmentStatus {
             write_seq: 0,
             readers: Vec::new(),
             writers: Vec::new(),
-            data_generation: 0,
+            data_epoch: 0,
             data_waiters: 0,
             space_waiters: 0,
         }
@@ -223,7 +223,7 @@ pub(crate) unsafe fn read_status(base: *const u8, info: &SegmentInfo, probe: &Fi
         write_seq: ctrl.write_seq.0.load(Ordering::Relaxed),
         readers,
         writers,
-        data_generation: ctrl.data.generation.load(Ordering::Relaxed),
+        data_epoch: ctrl.data.epoch.load(Ordering::Relaxed),
         data_waiters: ctrl.data.waiters.load(Ordering::Relaxed),
         space_waiters: ctrl.space.waiters.load(Ordering::Relaxed),
     }

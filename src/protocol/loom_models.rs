@@ -158,7 +158,7 @@ type Ring<'a> = RingView<'a, &'a LoomParker>;
 
 impl Heap {
     fn new(slot_count: u32, max_readers: u32, policy: OverflowPolicy, start: u64) -> Arc<Self> {
-        let word = || NotifyWord { generation: AtomicU32::new(0), waiters: AtomicU32::new(0) };
+        let word = || NotifyWord { epoch: AtomicU32::new(0), waiters: AtomicU32::new(0) };
         let h = Self {
             ctrl: Box::new(Control {
                 write_seq: CacheLine(AtomicU64::new(0)),
@@ -228,8 +228,8 @@ fn wait_space_reversed(ring: &Ring<'_>, still_full: &mut dyn FnMut() -> bool) {
     if still_full() {
         w.waiters.fetch_add(1, Ordering::SeqCst);
         ring.parker.heavy_barrier();
-        let g = w.generation.load(Ordering::SeqCst);
-        ring.parker.wait(&w.generation, g, FOREVER);
+        let g = w.epoch.load(Ordering::SeqCst);
+        ring.parker.wait(&w.epoch, g, FOREVER);
         w.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -287,7 +287,7 @@ fn write_masked(h: &Heap, masks: &[u64], wait: WaitSpace) -> Vec<u64> {
 /// once the reader's cursor reaches `end` (nothing more will come).
 fn next_blocking(ring: &Ring<'_>, r: u8, end: Option<u64>) -> Option<Held> {
     loop {
-        let g = ring.generation();
+        let g = ring.data_epoch();
         if let Some(held) = ring.next_unread(r).unwrap() {
             return Some(held);
         }
