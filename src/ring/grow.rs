@@ -57,6 +57,7 @@ use std::sync::atomic::{AtomicU32 as StdAtomicU32, AtomicU8};
 use std::time::{Duration, Instant};
 
 use super::layout::{Layout, CHAIN_MOVED, CHAIN_MOVING, MAX_GENERATIONS};
+use super::open::{config, NewSegment};
 use super::{flink, lock, FlinkInfo, PosixSlotAllocator};
 use crate::sys::shm;
 use crate::backend::SlotHandle;
@@ -432,8 +433,8 @@ impl PosixSlotAllocator {
         let info = &self.info;
         let lay = Layout::compute(info.slot_count, capacity, info.max_readers, info.max_writers)
             .filter(|l| l.total <= super::layout::MAX_TOTAL)
-            .ok_or(super::config("slot_count × slot_capacity", u64::from(info.slot_count) * u64::from(capacity), "a segment of at most 64 GiB"))?;
-        let geometry = super::NewSegment {
+            .ok_or(config("slot_count × slot_capacity", u64::from(info.slot_count) * u64::from(capacity), "a segment of at most 64 GiB"))?;
+        let geometry = NewSegment {
             slot_count: info.slot_count,
             capacity,
             stride: lay.stride as u32,
