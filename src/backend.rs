@@ -328,41 +328,16 @@ pub trait SlotBackend: Send + Sync {
     /// # Errors
     /// [`SlotError::TimedOut`]; others as `reserve_slot`.
     fn reserve_slot_timeout(&self, active_readers_mask: ReaderMask, timeout: Duration) -> Result<SlotHandle, SlotError> {
-        let start = Instant::now();
-        let spin_until = start + self.spin_budget().min(timeout);
-        let mut polls = 0u64;
-        loop {
-            match self.reserve_slot(active_readers_mask) {
-                Err(SlotError::NoFreeSlot) => {}
-                other => return other,
-            }
-            // While spinning, retry after one pause and read the clock only
-            // every CLOCK_EVERY polls: a batch of pauses or a clock read
-            // between two polls is latency added to every hand-off.
-            polls = polls.wrapping_add(1);
-            if polls % CLOCK_EVERY != 1 {
-                spin_pause(polls);
-                continue;
-            }
-            let now = Instant::now();
-            if now >= start + timeout {
-                return Err(SlotError::TimedOut(timeout));
-            }
-            if now < spin_until {
-                continue;
-            }
-            let mut result = None;
-            self.wait_for_space(start + timeout - now, &mut || match self.reserve_slot(active_readers_mask) {
-                Err(SlotError::NoFreeSlot) => true,
-                other => {
-                    result = Some(other);
-                    false
-                }
-            });
-            if let Some(r) = result {
-                return r;
-            }
-        }
+        wait_for_slot(self, timeout, || self.reserve_slot(active_readers_mask))
+    }
+
+    /// [`reserve_loan`](Self::reserve_loan) that waits up to `timeout` for a
+    /// free slot, as [`reserve_slot_timeout`](Self::reserve_slot_timeout).
+    ///
+    /// # Errors
+    /// [`SlotError::TimedOut`]; others as `reserve_loan`.
+    fn reserve_loan_timeout(&self, active_readers_mask: ReaderMask, timeout: Duration) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
+        wait_for_slot(self, timeout, || self.reserve_loan(active_readers_mask))
     }
 
     /// [`next_unread_slot`](Self::next_unread_slot) that waits up to
@@ -372,34 +347,92 @@ pub trait SlotBackend: Send + Sync {
     /// # Errors
     /// As `next_unread_slot`.
     fn next_unread_slot_timeout(&self, reader_index: u8, timeout: Duration) -> Result<Option<SlotHandle>, SlotError> {
-        let start = Instant::now();
-        let spin_until = start + self.spin_budget().min(timeout);
-        let mut polls = 0u64;
-        // Spin without touching the notify word (it lives on the writers'
-        // cache line), then capture the generation, re-check, and park.
-        loop {
-            if let Some(h) = self.next_unread_slot(reader_index)? {
-                return Ok(Some(h));
-            }
-            // One pause per poll, the clock every CLOCK_EVERY polls (as above).
-            polls = polls.wrapping_add(1);
-            if polls % CLOCK_EVERY != 1 {
-                spin_pause(polls);
-                continue;
-            }
-            let now = Instant::now();
-            if now >= start + timeout {
-                return Ok(None);
-            }
-            if now < spin_until {
-                continue;
-            }
-            let generation = self.notify_generation();
-            if let Some(h) = self.next_unread_slot(reader_index)? {
-                return Ok(Some(h));
-            }
-            self.wait_for_change(generation, start + timeout - now);
+        wait_for_sample(self, timeout, || self.next_unread_slot(reader_index))
+    }
+
+    /// [`next_unread_read`](Self::next_unread_read) that waits up to
+    /// `timeout` for a sample, as
+    /// [`next_unread_slot_timeout`](Self::next_unread_slot_timeout).
+    ///
+    /// # Errors
+    /// As `next_unread_read`.
+    fn next_unread_read_timeout(&self, reader_index: u8, timeout: Duration) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
+        wait_for_sample(self, timeout, || self.next_unread_read(reader_index))
+    }
+}
+
+/// The writers' wait, for any form of reservation (`reserve`): retries while
+/// the ring is full, spinning for the spin budget, then parking for space.
+#[inline(always)]
+fn wait_for_slot<B: SlotBackend + ?Sized, T>(b: &B, timeout: Duration, mut reserve: impl FnMut() -> Result<T, SlotError>) -> Result<T, SlotError> {
+    let start = Instant::now();
+    let spin_until = start + b.spin_budget().min(timeout);
+    let mut polls = 0u64;
+    loop {
+        match reserve() {
+            Err(SlotError::NoFreeSlot) => {}
+            other => return other,
         }
+        // While spinning, retry after one pause and read the clock only
+        // every CLOCK_EVERY polls: a batch of pauses or a clock read
+        // between two polls is latency added to every hand-off.
+        polls = polls.wrapping_add(1);
+        if polls % CLOCK_EVERY != 1 {
+            spin_pause(polls);
+            continue;
+        }
+        let now = Instant::now();
+        if now >= start + timeout {
+            return Err(SlotError::TimedOut(timeout));
+        }
+        if now < spin_until {
+            continue;
+        }
+        let mut result = None;
+        b.wait_for_space(start + timeout - now, &mut || match reserve() {
+            Err(SlotError::NoFreeSlot) => true,
+            other => {
+                result = Some(other);
+                false
+            }
+        });
+        if let Some(r) = result {
+            return r;
+        }
+    }
+}
+
+/// The readers' wait, for any form of taking the next sample (`next`):
+/// polls, spinning for the spin budget, then parks on the notify word.
+#[inline(always)]
+fn wait_for_sample<B: SlotBackend + ?Sized, T>(b: &B, timeout: Duration, mut next: impl FnMut() -> Result<Option<T>, SlotError>) -> Result<Option<T>, SlotError> {
+    let start = Instant::now();
+    let spin_until = start + b.spin_budget().min(timeout);
+    let mut polls = 0u64;
+    // Spin without touching the notify word (it lives on the writers'
+    // cache line), then capture the epoch, re-check, and park.
+    loop {
+        if let Some(h) = next()? {
+            return Ok(Some(h));
+        }
+        // One pause per poll, the clock every CLOCK_EVERY polls (as above).
+        polls = polls.wrapping_add(1);
+        if polls % CLOCK_EVERY != 1 {
+            spin_pause(polls);
+            continue;
+        }
+        let now = Instant::now();
+        if now >= start + timeout {
+            return Ok(None);
+        }
+        if now < spin_until {
+            continue;
+        }
+        let epoch = b.notify_generation();
+        if let Some(h) = next()? {
+            return Ok(Some(h));
+        }
+        b.wait_for_change(epoch, start + timeout - now);
     }
 }
 
@@ -435,6 +468,8 @@ macro_rules! forward_backend {
             fn wait_for_space(&self, t: Duration, f: &mut dyn FnMut() -> bool) { (**self).wait_for_space(t, f) }
             fn reserve_slot_timeout(&self, m: ReaderMask, t: Duration) -> Result<SlotHandle, SlotError> { (**self).reserve_slot_timeout(m, t) }
             fn next_unread_slot_timeout(&self, r: u8, t: Duration) -> Result<Option<SlotHandle>, SlotError> { (**self).next_unread_slot_timeout(r, t) }
+            fn reserve_loan_timeout(&self, m: ReaderMask, t: Duration) -> Result<(SlotHandle, *mut u8, usize), SlotError> { (**self).reserve_loan_timeout(m, t) }
+            fn next_unread_read_timeout(&self, r: u8, t: Duration) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> { (**self).next_unread_read_timeout(r, t) }
         }
     )*};
 }

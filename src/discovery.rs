@@ -103,7 +103,7 @@ pub(crate) fn clear_for_create(flink_path: &Path) -> Result<(), OpenError> {
         Ok(Reclaim::Removed { .. } | Reclaim::Gone) => Ok(()),
         Ok(Reclaim::Live { creator_pid }) => Err(OpenError::InUse { path: flink_path.to_owned(), creator_pid }),
         Ok(Reclaim::Leaked) => Err(OpenError::Leaked { path: flink_path.to_owned() }),
-        Ok(Reclaim::Busy) => Err(OpenError::Io { op: "reclaim (another process is removing the segment there)", path: flink_path.to_owned(), source: std::io::ErrorKind::WouldBlock.into() }),
+        Ok(Reclaim::Busy) => Err(OpenError::Busy { path: flink_path.to_owned(), what: "another process is removing the segment there" }),
         Err(OpenError::Io { source, .. }) if source.kind() != std::io::ErrorKind::NotFound => Err(OpenError::Io { op: "reclaim existing flink file", path: flink_path.to_owned(), source }),
         Err(_) => Err(OpenError::Exists(flink_path.to_owned())),
     }
@@ -174,7 +174,7 @@ pub fn clean(dir: &Path, dry_run: bool, include_leaked: bool) -> Result<Vec<Clea
 fn error_path(e: &OpenError) -> Option<&Path> {
     match e {
         OpenError::Io { path, .. } | OpenError::Invalid { path, .. } | OpenError::Unsafe { path, .. } | OpenError::InUse { path, .. } => Some(path),
-        OpenError::Exists(path) | OpenError::Leaked { path } => Some(path),
+        OpenError::Exists(path) | OpenError::Leaked { path } | OpenError::Busy { path, .. } | OpenError::BeingRemoved { path } => Some(path),
         _ => None,
     }
 }

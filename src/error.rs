@@ -66,11 +66,6 @@ pub enum SlotError {
         /// Configured maximum number of writers.
         max: u32,
     },
-    /// Internal: the generation moved (handles follow on their own; never
-    /// returned by a public call).
-    #[doc(hidden)]
-    #[error("the ring moved to its next generation")]
-    Moved,
     /// A growing ring already has its most generations, and a sample still
     /// does not fit.
     #[error("sample of {sample} bytes does not fit in a slot of {slot_capacity} bytes, and the ring already grew to its last generation ({max})")]
@@ -221,6 +216,23 @@ pub enum OpenError {
         path: PathBuf,
         /// Why (symlink, owner, mode, size).
         reason: &'static str,
+    },
+    /// Another process is at this segment right now (removing the stale
+    /// segment published there, or replacing its flink file): nothing was
+    /// changed; trying again shortly is expected to succeed.
+    #[error("{path}: busy: {what} right now (try again)")]
+    Busy {
+        /// The flink file or object.
+        path: PathBuf,
+        /// What the other process is doing.
+        what: &'static str,
+    },
+    /// The segment is being removed (its last participant is leaving it),
+    /// or its flink file no longer names it: attach again, or create it.
+    #[error("{path}: the segment is being removed (or no longer published there)")]
+    BeingRemoved {
+        /// The flink file or object.
+        path: PathBuf,
     },
     /// A configuration value is out of range.
     #[error("invalid configuration: {what} = {value} ({expected})")]

@@ -56,17 +56,8 @@ impl<'a, B: SlotBackend + ?Sized> Loan<'a, B> {
     /// # Errors
     /// [`SlotError::TimedOut`], or as [`SlotBackend::reserve_slot`].
     pub fn new_timeout(backend: &'a B, timeout: Duration) -> Result<Self, SlotError> {
-        Self::from_handle(backend, backend.reserve_slot_timeout(ALL_READERS, timeout)?)
-    }
-
-    fn from_handle(backend: &'a B, handle: SlotHandle) -> Result<Self, SlotError> {
-        match backend.slot_data_ptr(handle) {
-            Ok((ptr, cap)) => Ok(Self { backend, handle, ptr, cap, done: false }),
-            Err(e) => {
-                let _ = backend.discard_slot(handle);
-                Err(e)
-            }
-        }
+        let (handle, ptr, cap) = backend.reserve_loan_timeout(ALL_READERS, timeout)?;
+        Ok(Self { backend, handle, ptr, cap, done: false })
     }
 
     /// The slot's bytes, to write in place (`slot_capacity` long; contents
@@ -117,9 +108,10 @@ pub struct Sample<'a, B: SlotBackend + ?Sized> {
 }
 
 impl<'a, B: SlotBackend + ?Sized> Sample<'a, B> {
-    pub(crate) fn take(backend: &'a B, reader: u8, handle: SlotHandle) -> Result<Self, SlotError> {
-        let (ptr, len) = backend.slot_read_ptr(handle)?;
-        Ok(Self { backend, handle, reader, ptr, len })
+    /// A sample `next_unread_read` (or its `_timeout` form) returned:
+    /// `(handle, ptr, len)` of reader `reader`, checked already.
+    pub(crate) fn held(backend: &'a B, reader: u8, (handle, ptr, len): (SlotHandle, *const u8, usize)) -> Self {
+        Self { backend, handle, reader, ptr, len }
     }
 
     /// Sequence number of the sample.
@@ -165,7 +157,7 @@ impl<B: SlotBackend> Reader<B> {
     /// # Errors
     /// As [`SlotBackend::next_unread_slot`].
     pub fn try_recv(&mut self) -> Result<Option<Sample<'_, B>>, SlotError> {
-        Ok(self.backend.next_unread_read(self.index)?.map(|(handle, ptr, len)| Sample { backend: &self.backend, handle, reader: self.index, ptr, len }))
+        Ok(self.backend.next_unread_read(self.index)?.map(|held| Sample::held(&self.backend, self.index, held)))
     }
 
     /// The next sample, waiting up to `timeout` (spin, then park).
@@ -173,10 +165,7 @@ impl<B: SlotBackend> Reader<B> {
     /// # Errors
     /// As [`SlotBackend::next_unread_slot`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Sample<'_, B>>, SlotError> {
-        match self.backend.next_unread_slot_timeout(self.index, timeout)? {
-            Some(h) => Sample::take(&self.backend, self.index, h).map(Some),
-            None => Ok(None),
-        }
+        Ok(self.backend.next_unread_read_timeout(self.index, timeout)?.map(|held| Sample::held(&self.backend, self.index, held)))
     }
 
     /// This reader's index (its bit in reader masks).

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 
 use super::layout;
+use super::generation::Unreserved;
 use super::{grow, GrowthStrategy, PosixSlotAllocator, PARK_SLICE};
 use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHandle, SlotHeader};
 use crate::error::SlotError;
@@ -14,14 +15,14 @@ impl SlotBackend for PosixSlotAllocator {
     #[inline]
     fn reserve_slot(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
         if self.static_ring() {
-            return self.reserve_slot_local(active_readers_mask);
+            return self.reserve_slot_local(active_readers_mask).map_err(Unreserved::of_static);
         }
         for _ in 0..=layout::MAX_GENERATIONS {
             let d = self.depths.writer.load(Ordering::Relaxed);
             match self.at_depth(d)?.reserve_slot_local(active_readers_mask) {
                 Ok(h) => return Ok(grow::join(d, h)),
-                Err(SlotError::Moved) => self.follow_writer(d)?,
-                Err(e) => return Err(e),
+                Err(Unreserved::Moved) => self.follow_writer(d)?,
+                Err(Unreserved::Slot(e)) => return Err(e),
             }
         }
         Err(SlotError::NoFreeSlot)
@@ -45,14 +46,10 @@ impl SlotBackend for PosixSlotAllocator {
             if g.info.growth == GrowthStrategy::Static {
                 return Err(SlotError::SampleTooLarge { sample: bytes.len(), slot_capacity: cap });
             }
+            // The loan's slot is too small: the sample goes into a loan with
+            // room for it (the ring grows), addressed to every reader.
             g.discard_slot_local(h)?;
-            self.grow_for(bytes.len())?;
-            let (nh, nptr, ncap) = self.reserve_loan(crate::ALL_READERS)?;
-            if bytes.len() > ncap {
-                let _ = self.discard_slot(nh);
-                return Err(SlotError::SampleTooLarge { sample: bytes.len(), slot_capacity: ncap });
-            }
-            (target, ptr) = (nh, nptr);
+            (target, ptr, _) = self.reserve_for(bytes.len(), crate::ALL_READERS)?;
         }
         // SAFETY: `ptr` is the writable payload of the loan `target`, which
         // this call owns until it commits, with room for `bytes.len()`
@@ -91,14 +88,14 @@ impl SlotBackend for PosixSlotAllocator {
     #[inline]
     fn reserve_loan(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
         if self.static_ring() {
-            return self.reserve_loan_local(active_readers_mask);
+            return self.reserve_loan_local(active_readers_mask).map_err(Unreserved::of_static);
         }
         for _ in 0..=layout::MAX_GENERATIONS {
             let d = self.depths.writer.load(Ordering::Relaxed);
             match self.at_depth(d)?.reserve_loan_local(active_readers_mask) {
                 Ok((h, ptr, len)) => return Ok((grow::join(d, h), ptr, len)),
-                Err(SlotError::Moved) => self.follow_writer(d)?,
-                Err(e) => return Err(e),
+                Err(Unreserved::Moved) => self.follow_writer(d)?,
+                Err(Unreserved::Slot(e)) => return Err(e),
             }
         }
         Err(SlotError::NoFreeSlot)
@@ -294,8 +291,17 @@ impl PosixSlotAllocator {
     /// more, [`SlotError::Generation`] when the next generation cannot be
     /// made; as `reserve_loan` otherwise.
     pub fn reserve_for(&self, len: usize, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
+        // A static ring: the one length check (its loans are all this big).
         self.ensure_capacity(len)?;
-        self.reserve_loan(active_readers_mask)
+        let (h, ptr, cap) = self.reserve_loan(active_readers_mask)?;
+        // A growing ring: the generation reserved in is the one grown for,
+        // or a later (larger) one; checked all the same, as the caller
+        // writes `len` bytes on the strength of it.
+        if len > cap {
+            let _ = self.discard_slot(h);
+            return Err(SlotError::SampleTooLarge { sample: len, slot_capacity: cap });
+        }
+        Ok((h, ptr, cap))
     }
 
 

@@ -141,19 +141,20 @@ impl PosixSlotAllocatorBuilder {
                     ring.set_spin_budget(self.spin);
                     return Ok(ring);
                 }
+                Err(OpenError::BeingRemoved { .. }) => {}
                 Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
             match self.clone().create(flink_path) {
                 Ok(ring) => return Ok(ring),
                 Err(e @ (OpenError::InUse { .. } | OpenError::Exists(_))) => last = Some(e),
-                Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(OpenError::Busy { .. } | OpenError::BeingRemoved { .. }) => {}
                 Err(e) => return Err(e),
             }
             std::thread::yield_now();
         }
         let path = resolve(flink_path, self.discovery_dir.as_deref(), false).unwrap_or_else(|_| flink_path.to_owned());
-        Err(last.unwrap_or(OpenError::Io { op: "attach or create", path, source: std::io::ErrorKind::WouldBlock.into() }))
+        Err(last.unwrap_or(OpenError::Busy { path, what: "other processes keep creating and removing the ring there" }))
     }
 }
 

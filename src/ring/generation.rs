@@ -1,8 +1,6 @@
 //! The ring operations on one generation alone (the `SlotBackend` impl in
 //! `backend` picks the generation and follows moves).
 
-
-
 use super::layout::{self};
 use super::{GrowthStrategy, PosixSlotAllocator};
 use crate::backend::{ReaderMask, SlotHandle, SlotHeader};
@@ -10,12 +8,37 @@ use crate::error::SlotError;
 use crate::segment::liveness as lock;
 use crate::sync::Ordering;
 
+/// Why a reservation in one generation did not give a slot: a public
+/// error, or (a growing ring's) this generation moved, and the writer goes
+/// on in the next one. Never leaves the ring.
+pub(super) enum Unreserved {
+    Moved,
+    Slot(SlotError),
+}
+
+impl From<SlotError> for Unreserved {
+    fn from(e: SlotError) -> Self {
+        Self::Slot(e)
+    }
+}
+
+impl Unreserved {
+    /// The error of a ring that never moves (a static one).
+    #[inline(always)]
+    pub(super) fn of_static(self) -> SlotError {
+        match self {
+            Self::Slot(e) => e,
+            Self::Moved => SlotError::NoFreeSlot,
+        }
+    }
+}
+
 impl PosixSlotAllocator {
     #[inline(always)]
-    pub(super) fn reserve_slot_local(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
+    pub(super) fn reserve_slot_local(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, Unreserved> {
         let growing = self.info.growth != GrowthStrategy::Static;
         if growing && self.chain_flags() != 0 {
-            return Err(SlotError::Moved);
+            return Err(Unreserved::Moved);
         }
         let w = self.writer_index()?;
         let claiming = self.writers().claiming(w);
@@ -26,32 +49,29 @@ impl PosixSlotAllocator {
             // discarded here (see `grow`).
             Ok((slot_index, seq)) if growing && self.header().chain.load(Ordering::SeqCst) & layout::CHAIN_MOVING != 0 => {
                 let _ = ring.discard(slot_index, seq);
-                Err(SlotError::Moved)
+                Err(Unreserved::Moved)
             }
             Ok((slot_index, seq)) => Ok(SlotHandle { slot_index, seq }),
-            Err(SlotError::NoFreeSlot) if growing && self.chain_flags() != 0 => Err(SlotError::Moved),
+            Err(SlotError::NoFreeSlot) if growing && self.chain_flags() != 0 => Err(Unreserved::Moved),
             // Full: perhaps because of a dead reader (or a dead writer's
             // loan a lap ago). Look, now and then.
             Err(SlotError::NoFreeSlot) if Self::check_due(&self.next_write_check_ms) && self.reap_dead().any() => {
                 let (slot_index, seq) = ring.reserve(active_readers_mask, w, claiming)?;
                 Ok(SlotHandle { slot_index, seq })
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
-
 
     pub(super) fn discard_slot_local(&self, handle: SlotHandle) -> Result<(), SlotError> {
         self.ring().discard(handle.slot_index, handle.seq)
     }
-
 
     #[inline(always)]
     pub(super) fn slot_data_ptr_local(&self, handle: SlotHandle) -> Result<(*mut u8, usize), SlotError> {
         self.ring().check_loan(handle.slot_index, handle.seq)?;
         Ok((self.payload(handle.slot_index), self.info.capacity as usize))
     }
-
 
     #[inline(always)]
     pub(super) fn commit_in_place_local(&self, handle: SlotHandle, len: usize) -> Result<u64, SlotError> {
@@ -60,21 +80,18 @@ impl PosixSlotAllocator {
         Ok(seq)
     }
 
-
     #[inline(always)]
     pub(super) fn slot_read_ptr_local(&self, handle: SlotHandle) -> Result<(*const u8, usize), SlotError> {
         let len = self.ring().held_len(handle.slot_index, handle.seq)?;
         Ok((self.payload(handle.slot_index).cast_const(), len as usize))
     }
 
-
     #[inline(always)]
-    pub(super) fn reserve_loan_local(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
+    pub(super) fn reserve_loan_local(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), Unreserved> {
         // The slot was stamped LOANED for us just now: no re-check needed.
         let h = self.reserve_slot_local(active_readers_mask)?;
         Ok((h, self.payload(h.slot_index), self.info.capacity as usize))
     }
-
 
     #[inline(always)]
     pub(super) fn next_unread_read_local(&self, reader_index: u8) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
@@ -88,7 +105,6 @@ impl PosixSlotAllocator {
         }
     }
 
-
     #[inline(always)]
     pub(super) fn next_unread_slot_local(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
         if let Some(h) = self.ring().next_unread(reader_index)? {
@@ -96,7 +112,6 @@ impl PosixSlotAllocator {
         }
         self.empty_poll(reader_index)
     }
-
 
     pub(super) fn read_slot_local(&self, handle: SlotHandle) -> Result<(SlotHeader, Vec<u8>), SlotError> {
         let (ptr, len) = self.slot_read_ptr_local(handle)?;
@@ -107,12 +122,10 @@ impl PosixSlotAllocator {
         Ok((SlotHeader { sequence_number: handle.seq, sample_size: len as u32, pending_readers: pending }, bytes))
     }
 
-
     #[inline(always)]
     pub(super) fn mark_read_local(&self, handle: SlotHandle, reader_index: u8) -> Result<(), SlotError> {
         self.ring().release(reader_index, handle.slot_index, handle.seq)
     }
-
 
     pub(super) fn mark_reader_disconnected_local(&self, reader_index: u8) -> Result<(), SlotError> {
         // Not while an `unkeep` of ours drops a pin (see `RingView::unkeep`).
@@ -122,7 +135,6 @@ impl PosixSlotAllocator {
         ring.wake_readers();
         Ok(())
     }
-
 
     pub(super) fn register_reader_local(&self) -> Result<u8, SlotError> {
         let ring = self.ring();
@@ -148,7 +160,6 @@ impl PosixSlotAllocator {
         self.my_readers.fetch_or(1 << r, Ordering::Relaxed);
         Ok(r)
     }
-
 
     pub(crate) fn unregister_local(&self, reader_index: u8) -> Result<(), SlotError> {
         let _g = self.lock_table.lock();

@@ -485,7 +485,7 @@ impl PosixSlotAllocator {
             }
             // Gone (every reader left it, or it was removed) or not ours.
             Ok(_) => false,
-            Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) if super::open::is_gone(&e) => false,
             // Cannot tell: never declare a reader dead on a failed test.
             Err(_) => true,
         };

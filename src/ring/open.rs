@@ -20,6 +20,16 @@ use crate::sync::Ordering;
 use crate::sys::clock::wall_ms;
 use crate::sys::{membarrier, shm};
 
+/// Whether attaching failed because the object is gone: removed already
+/// (no such object) or being removed.
+pub(super) fn is_gone(e: &OpenError) -> bool {
+    match e {
+        OpenError::BeingRemoved { .. } => true,
+        OpenError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
 pub(super) fn config(what: &'static str, value: u64, expected: &'static str) -> OpenError {
     OpenError::Config { what, value, expected }
 }
@@ -230,7 +240,7 @@ impl PosixSlotAllocator {
                 return Err(OpenError::Invalid { path: flink_path, error: ValidationError::BadField { field: "flink kind", value: fl.kind.code().into(), expected: "0 (a slot ring)" } });
             }
             match Self::attach_segment(&fl.segment_name, flink_path.clone(), DEFAULT_SPIN) {
-                Err(OpenError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && tries < 3 && flink::read(&flink_path).is_ok_and(|f| f.segment_name != fl.segment_name) => tries += 1,
+                Err(e) if is_gone(&e) && tries < 3 && flink::read(&flink_path).is_ok_and(|f| f.segment_name != fl.segment_name) => tries += 1,
                 other => return other,
             }
         }

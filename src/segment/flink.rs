@@ -214,15 +214,14 @@ fn with_temp(path: &Path, info: &FlinkInfo, put: impl FnOnce(&Path) -> Result<()
 /// the new file says.
 ///
 /// # Errors
-/// [`OpenError::Io`] (`NotFound`) when `path` no longer names that segment
-/// (removed, or replaced by another segment); `WouldBlock` when another
-/// remover holds it; other errors of reading or writing the file.
+/// [`OpenError::BeingRemoved`] when `path` no longer names that segment
+/// (removed, or replaced by another segment); [`OpenError::Busy`] when
+/// another remover holds it; other errors of reading or writing the file.
 pub(crate) fn replace(path: &Path, segment_name: &str, change: impl FnOnce(&mut FlinkInfo)) -> Result<FlinkInfo, OpenError> {
-    let gone = |kind: io::ErrorKind| OpenError::Io { op: "replace flink file", path: path.to_owned(), source: kind.into() };
     let claim = match claim(path)? {
         Ok(c) if c.info.segment_name == segment_name => c,
-        Ok(_) | Err(Unclaimed::Gone) => return Err(gone(io::ErrorKind::NotFound)),
-        Err(Unclaimed::Busy) => return Err(gone(io::ErrorKind::WouldBlock)),
+        Ok(_) | Err(Unclaimed::Gone) => return Err(OpenError::BeingRemoved { path: path.to_owned() }),
+        Err(Unclaimed::Busy) => return Err(OpenError::Busy { path: path.to_owned(), what: "another process holds the flink file" }),
     };
     let mut info = claim.info.clone();
     change(&mut info);

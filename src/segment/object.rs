@@ -89,7 +89,7 @@ pub(crate) fn create_named(name: &str, size: u64, creator: bool) -> Result<(Obje
     for (kind, byte) in wanted {
         match liveness::set(&locks, kind, byte, 1) {
             Ok(true) => {}
-            Ok(false) => return Err(cleanup(io_err("lock", name)(io::ErrorKind::WouldBlock.into()))),
+            Ok(false) => return Err(cleanup(OpenError::Busy { path: shm_path(name), what: "another process locks the new object" })),
             Err(source) => return Err(cleanup(io_err("lock", name)(source))),
         }
     }
@@ -139,7 +139,7 @@ pub(crate) fn open_checked(name: &str, bounds: SizeBounds, access: Access) -> Re
 /// segment is being removed.
 pub(crate) fn announce(object: &Object) -> Result<File, OpenError> {
     let name = object.name.as_str();
-    let gone = || OpenError::Io { op: "attach (the segment is being removed)", path: shm_path(name), source: io::ErrorKind::NotFound.into() };
+    let gone = || OpenError::BeingRemoved { path: shm_path(name) };
     let locks = shm::open(name).map_err(io_err("open shared-memory object", name))?;
     match liveness::set(&locks, liveness::Kind::Read, liveness::ATTACHED, 1) {
         Ok(true) => {}

@@ -487,7 +487,7 @@ impl ShmTransport {
                 }
                 // Live, foreign, or being reclaimed right now: the next one.
                 Err(OpenError::InUse { .. } | OpenError::Exists(_)) => {}
-                Err(OpenError::Io { source, .. }) if source.kind() == io::ErrorKind::WouldBlock => {}
+                Err(OpenError::Busy { .. }) => {}
                 Err(source) => return Err(TransportError::Open { what: format!("input port {}", self.sh.dir.join(name).display()), source }),
             }
         }
@@ -709,8 +709,8 @@ impl InputPort {
     /// [`TransportError::Slot`] for a corrupt segment.
     pub fn try_recv(&mut self) -> Result<Option<Received<'_>>, TransportError> {
         let (ring, index) = (self.reader.backend(), self.reader.index());
-        match ring.next_unread_slot(index) {
-            Ok(Some(h)) => Sample::take(ring, index, h).map(|s| Some(Received(s))).map_err(|e| self.slot_error(e)),
+        match ring.next_unread_read(index) {
+            Ok(Some(held)) => Ok(Some(Received(Sample::held(ring, index, held)))),
             // The multicast ring outlives its creator: "no writer attached
             // right now" just means nothing to read yet.
             Ok(None) | Err(SlotError::WritersGone) => Ok(None),
@@ -726,15 +726,12 @@ impl InputPort {
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Received<'_>>, TransportError> {
         let (ring, index) = (self.reader.backend(), self.reader.index());
         // No clock read here: the ring's own wait keeps the deadline.
-        let handle = match ring.next_unread_slot_timeout(index, timeout) {
-            Ok(h) => h,
+        let held = match ring.next_unread_read_timeout(index, timeout) {
+            Ok(held) => held,
             Err(SlotError::WritersGone) => wait_without_writers(ring, index, timeout).map_err(|e| self.slot_error(e))?,
             Err(e) => return Err(self.slot_error(e)),
         };
-        match handle {
-            Some(h) => Sample::take(ring, index, h).map(|s| Some(Received(s))).map_err(|e| self.slot_error(e)),
-            None => Ok(None),
-        }
+        Ok(held.map(|held| Received(Sample::held(ring, index, held))))
     }
 
     /// This port's counters (reads the segment: a few `fcntl`s).
@@ -750,11 +747,11 @@ impl InputPort {
 /// from here (the ring's own wait stopped at a liveness check, usually
 /// within 10 ms of its start), looking again at least every 10 ms.
 #[cold]
-fn wait_without_writers(ring: &PosixSlotAllocator, index: u8, timeout: Duration) -> Result<Option<SlotHandle>, SlotError> {
+fn wait_without_writers(ring: &PosixSlotAllocator, index: u8, timeout: Duration) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match ring.next_unread_slot_timeout(index, left) {
+        match ring.next_unread_read_timeout(index, left) {
             Err(SlotError::WritersGone) if !left.is_zero() => ring.wait_for_change(ring.notify_generation(), left.min(Duration::from_millis(10))),
             Err(SlotError::WritersGone) => return Ok(None),
             other => return other,

@@ -317,27 +317,32 @@ impl SendState {
         self.peers[p].ring.as_ref().expect("planned peers are attached")
     }
 
-    /// Copies `bytes` into peer `p`'s ring and publishes it.
+    /// Copies `bytes` into peer `p`'s ring and publishes it: reserve a loan
+    /// with room for them, copy, commit in place.
     fn deliver(&mut self, p: usize, bytes: &[u8]) -> Delivery {
         let ring = self.ring(p);
         // A growing port moves to larger slots first (a static one, made by
         // a peer configured so, refuses).
-        if ring.ensure_capacity(bytes.len()).is_err() {
-            ring.record_dropped();
-            self.dropped += 1;
-            return Delivery::TooLarge;
-        }
-        match ring.reserve_slot(ALL_READERS) {
-            Ok(h) => match ring.commit_slot(h, bytes) {
-                Ok(_) => {
+        match ring.reserve_for(bytes.len(), ALL_READERS) {
+            Ok((h, ptr, _)) => {
+                // SAFETY: `ptr` is the writable payload of loan `h`, ours
+                // until it is committed or discarded below, with room for
+                // `bytes.len()` (`reserve_for`); a `&[u8]` cannot overlap a
+                // loaned slot.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len()) };
+                if ring.commit_in_place(h, bytes.len()).is_ok() {
                     self.sent += 1;
                     Delivery::Served
-                }
-                Err(_) => {
+                } else {
                     let _ = ring.discard_slot(h);
                     self.fail(p)
                 }
-            },
+            }
+            Err(SlotError::SampleTooLarge { .. } | SlotError::GenerationsExhausted { .. } | SlotError::Generation { .. }) => {
+                ring.record_dropped();
+                self.dropped += 1;
+                Delivery::TooLarge
+            }
             Err(e) => self.refused(p, e),
         }
     }
@@ -429,17 +434,11 @@ impl<'a> SendLoan<'a> {
             if ring.slot_capacity() < cap {
                 continue; // takes a copy at commit, if the message fits
             }
-            let outcome = match ring.reserve_slot(ALL_READERS) {
-                Ok(handle) => match ring.slot_data_ptr(handle) {
-                    Ok((ptr, _)) => {
-                        primary = Some(Primary { locator: i, peer: p, handle, ptr });
-                        break;
-                    }
-                    Err(_) => {
-                        let _ = ring.discard_slot(handle);
-                        st.fail(p)
-                    }
-                },
+            let outcome = match ring.reserve_loan(ALL_READERS) {
+                Ok((handle, ptr, _)) => {
+                    primary = Some(Primary { locator: i, peer: p, handle, ptr });
+                    break;
+                }
                 Err(e) => st.refused(p, e),
             };
             st.steps[i] = Step::Done(outcome);
