@@ -174,7 +174,7 @@ pub fn clean(dir: &Path, dry_run: bool, include_leaked: bool) -> Result<Vec<Clea
 fn error_path(e: &OpenError) -> Option<&Path> {
     match e {
         OpenError::Io { path, .. } | OpenError::Invalid { path, .. } | OpenError::Unsafe { path, .. } | OpenError::InUse { path, .. } => Some(path),
-        OpenError::Exists(path) | OpenError::Leaked { path } | OpenError::Busy { path, .. } | OpenError::BeingRemoved { path } => Some(path),
+        OpenError::Exists(path) | OpenError::Leaked { path } | OpenError::Busy { path, .. } | OpenError::BeingRemoved { path } | OpenError::NotPublished { path } => Some(path),
         _ => None,
     }
 }

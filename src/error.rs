@@ -227,11 +227,18 @@ pub enum OpenError {
         /// What the other process is doing.
         what: &'static str,
     },
-    /// The segment is being removed (its last participant is leaving it),
-    /// or its flink file no longer names it: attach again, or create it.
-    #[error("{path}: the segment is being removed (or no longer published there)")]
+    /// The segment is being removed (its last participant is leaving it):
+    /// attach again, or create it anew.
+    #[error("{path}: the segment is being removed")]
     BeingRemoved {
-        /// The flink file or object.
+        /// The object.
+        path: PathBuf,
+    },
+    /// The flink file no longer names this handle's segment (it was
+    /// removed, or replaced by another segment's): nothing was changed.
+    #[error("{path}: the flink file no longer names this segment (removed or replaced)")]
+    NotPublished {
+        /// The flink file.
         path: PathBuf,
     },
     /// A configuration value is out of range.

@@ -66,6 +66,17 @@ pub struct InMemorySlotAllocator {
     spin: Duration,
 }
 
+impl std::fmt::Debug for InMemorySlotAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemorySlotAllocator")
+            .field("slot_count", &self.data.len())
+            .field("capacity", &self.capacity)
+            .field("policy", &self.policy)
+            .field("max_readers", &self.max_readers)
+            .finish_non_exhaustive()
+    }
+}
+
 // SAFETY: `data` is only reached through pointers handed out for slots whose
 // state (under the mutex) gives the caller exclusive write access (a loan) or
 // shared read access (a held sample that cannot be reused); everything else is

@@ -389,3 +389,48 @@ impl<T: Pod, B: SlotBackend> Subscriber<T, B> {
         &self.reader
     }
 }
+
+// Debug without bounds on the backend: a handle prints what it holds, not
+// the ring behind it.
+
+impl<B: SlotBackend + ?Sized> std::fmt::Debug for Loan<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loan").field("seq", &self.handle.seq).field("capacity", &self.cap).finish_non_exhaustive()
+    }
+}
+
+impl<B: SlotBackend + ?Sized> std::fmt::Debug for Sample<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sample").field("seq", &self.handle.seq).field("reader", &self.reader).field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl<B: SlotBackend> std::fmt::Debug for Reader<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").field("index", &self.index).finish_non_exhaustive()
+    }
+}
+
+impl<T: Pod, B: SlotBackend> std::fmt::Debug for Publisher<T, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("type", &std::any::type_name::<T>()).finish_non_exhaustive()
+    }
+}
+
+impl<T: Pod, B: SlotBackend> std::fmt::Debug for TypedLoan<'_, T, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedLoan").field("type", &std::any::type_name::<T>()).field("loan", &self.loan).finish()
+    }
+}
+
+impl<T: Pod, B: SlotBackend> std::fmt::Debug for Subscriber<T, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber").field("type", &std::any::type_name::<T>()).field("reader", &self.reader).finish()
+    }
+}
+
+impl<T: Pod, B: SlotBackend> std::fmt::Debug for TypedSample<'_, T, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedSample").field("type", &std::any::type_name::<T>()).field("sample", &self.sample).finish()
+    }
+}

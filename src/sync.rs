@@ -1,7 +1,7 @@
 //! Atomics used by the ring protocol: `core`'s normally, loom's under `--cfg loom`.
 //!
 //! The protocol in [`crate::protocol`] is written against these names only, so
-//! the loom model (`src/protocol_loom.rs`, `RUSTFLAGS="--cfg loom"`) checks the very
+//! the loom model (`src/protocol/loom_models.rs`, `RUSTFLAGS="--cfg loom"`) checks the very
 //! code that runs in shared memory.
 
 #[cfg(loom)]

@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use crate::ffi::{DdsEntity, DdsReturn, Guid, LoanedSample, Qos};
 
 /// The libddsc functions, resolved once per process.
+#[derive(Debug)]
 pub struct Ddsc {
     pub reader_store_loaned_sample: unsafe extern "C" fn(DdsEntity, *mut LoanedSample) -> DdsReturn,
     /// The same, with the writer's QoS given: accepts samples of writers

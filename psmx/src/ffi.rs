@@ -99,12 +99,14 @@ pub struct Metadata {
 
 /// `dds_loaned_sample_ops_t`.
 #[repr(C)]
+#[derive(Debug)]
 pub struct LoanedSampleOps {
     pub free: Option<unsafe extern "C" fn(*mut LoanedSample)>,
 }
 
 /// `dds_loaned_sample_origin_t`.
 #[repr(C)]
+#[derive(Debug)]
 pub struct LoanOrigin {
     pub origin_kind: u32,
     pub psmx_endpoint: *mut Endpoint,
@@ -113,6 +115,7 @@ pub struct LoanOrigin {
 /// `dds_loaned_sample_t`. Reference counted by Cyclone: `ops.free` runs
 /// when `refc` drops to 0.
 #[repr(C)]
+#[derive(Debug)]
 pub struct LoanedSample {
     pub ops: LoanedSampleOps,
     pub loan_origin: LoanOrigin,
@@ -124,24 +127,28 @@ pub struct LoanedSample {
 
 /// Opaque `dds_qos_t`.
 #[repr(C)]
+#[derive(Debug)]
 pub struct Qos {
     _private: [u8; 0],
 }
 
 /// Opaque `struct ddsi_type`.
 #[repr(C)]
+#[derive(Debug)]
 pub struct DdsiType {
     _private: [u8; 0],
 }
 
 /// Opaque `struct ddsi_locator`.
 #[repr(C)]
+#[derive(Debug)]
 pub struct DdsiLocator {
     _private: [u8; 0],
 }
 
 /// `dds_psmx_ops_t` (version 1: `create_topic` and `deinit` null).
 #[repr(C)]
+#[derive(Debug)]
 pub struct PsmxOps {
     pub type_qos_supported: Option<unsafe extern "C" fn(*mut Psmx, EndpointType, TypeProps, *const Qos) -> bool>,
     pub create_topic: Option<unsafe extern "C" fn(*mut Psmx, *const c_char, *const c_char, TypeProps) -> *mut Topic>,
@@ -155,6 +162,7 @@ pub struct PsmxOps {
 
 /// `dds_psmx_t`: the instance. The plugin sets `ops`; Cyclone the rest.
 #[repr(C)]
+#[derive(Debug)]
 pub struct Psmx {
     pub ops: PsmxOps,
     pub instance_name: *const c_char,
@@ -166,6 +174,7 @@ pub struct Psmx {
 
 /// `dds_psmx_topic_ops_t`.
 #[repr(C)]
+#[derive(Debug)]
 pub struct TopicOps {
     pub create_endpoint: Option<unsafe extern "C" fn(*mut Topic, *const Qos, EndpointType) -> *mut Endpoint>,
     pub delete_endpoint: Option<unsafe extern "C" fn(*mut Endpoint) -> DdsReturn>,
@@ -173,6 +182,7 @@ pub struct TopicOps {
 
 /// `dds_psmx_topic_t`. The plugin sets `ops`; Cyclone the rest.
 #[repr(C)]
+#[derive(Debug)]
 pub struct Topic {
     pub ops: TopicOps,
     pub psmx_instance: *mut Psmx,
@@ -185,6 +195,7 @@ pub struct Topic {
 
 /// `dds_psmx_endpoint_ops_t`.
 #[repr(C)]
+#[derive(Debug)]
 pub struct EndpointOps {
     pub request_loan: Option<unsafe extern "C" fn(*mut Endpoint, u32) -> *mut LoanedSample>,
     pub write: Option<unsafe extern "C" fn(*mut Endpoint, *mut LoanedSample) -> DdsReturn>,
@@ -195,6 +206,7 @@ pub struct EndpointOps {
 
 /// `dds_psmx_endpoint_t`. The plugin sets `ops`; Cyclone the rest.
 #[repr(C)]
+#[derive(Debug)]
 pub struct Endpoint {
     pub ops: EndpointOps,
     pub psmx_topic: *mut Topic,

@@ -29,6 +29,7 @@ pub const NODE_ID_TAG: [u8; 8] = *b"shmslot1";
 
 /// `dds_psmx_t` and what the plugin keeps per instance.
 #[repr(C)]
+#[derive(Debug)]
 pub struct Instance {
     pub c: Psmx,
     pub config: Config,
@@ -170,6 +171,7 @@ unsafe extern "C" fn delete_psmx(psmx: *mut Psmx) {
 
 /// `dds_psmx_topic_t` and what the plugin keeps per topic.
 #[repr(C)]
+#[derive(Debug)]
 pub struct TopicImpl {
     pub c: Topic,
     pub topic_name: String,

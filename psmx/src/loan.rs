@@ -33,6 +33,7 @@ const _: () = assert!(std::mem::size_of::<Metadata>() == PID_AT);
 
 /// Heap bytes aligned for any IDL type (a sample copied out of a slot, or
 /// written while the ring was full).
+#[derive(Debug)]
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     layout: Layout,
@@ -79,6 +80,7 @@ impl Drop for AlignedBuf {
 }
 
 /// Where a loan's bytes live.
+#[derive(Debug)]
 pub enum Bytes {
     /// In a slot of the writer's ring, loaned to it; `committed` once
     /// `write` published it. Dropped uncommitted, the slot is discarded.
@@ -108,6 +110,7 @@ impl Drop for Bytes {
 /// `dds_loaned_sample_t` with the plugin's bookkeeping after it. Cyclone only
 /// sees the first field.
 #[repr(C)]
+#[derive(Debug)]
 pub struct Loan {
     pub c: LoanedSample,
     pub bytes: Bytes,

@@ -58,6 +58,7 @@ const KEEP_WAIT_PER_SECOND: Duration = Duration::from_millis(10);
 const UNKNOWN_WRITER_WAIT: Duration = Duration::from_millis(100);
 
 /// What the endpoint and its thread share.
+#[derive(Debug)]
 pub struct Shared {
     pub ring: Arc<PosixSlotAllocator>,
     pub reader: u8,
@@ -81,6 +82,7 @@ pub struct Shared {
 
 /// `dds_psmx_endpoint_t` of a reader and what the plugin keeps for it.
 #[repr(C)]
+#[derive(Debug)]
 pub struct ReaderEp {
     pub c: Endpoint,
     pub shared: Arc<Shared>,

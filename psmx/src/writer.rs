@@ -20,6 +20,7 @@ use crate::loan::{Bytes, Loan, HEADER, PID_AT};
 
 /// `dds_psmx_endpoint_t` of a writer and what the plugin keeps for it.
 #[repr(C)]
+#[derive(Debug)]
 pub struct WriterEp {
     pub c: Endpoint,
     pub ring: Arc<PosixSlotAllocator>,

@@ -1,4 +1,4 @@
-//! Loom models of the ring protocol in `protocol.rs` (the very code that runs
+//! Loom models of the ring protocol in this folder (the very code that runs
 //! in shared memory: `crate::sync` switches its atomics to loom's).
 //!
 //! Run them with:

@@ -12,8 +12,8 @@
 //!  128          ├──────────────────────────────────────────────┤
 //!               │ Control: write_seq      (own cache line)     │  writers: CAS
 //!               │          registered     (own cache line)     │  reader bits
-//!               │          data  futex gen + waiters (line)    │  readers park here
-//!               │          space futex gen + waiters (line)    │  writers park here
+//!               │          data  futex epoch + waiters (line)  │  readers park here
+//!               │          space futex epoch + waiters (line)  │  writers park here
 //!  384          ├──────────────────────────────────────────────┤
 //!               │ ReaderEntry × max_readers (192 B each)       │  state · pid · cursor ·
 //!               │                                              │  pinned · received · lost
@@ -149,10 +149,10 @@ pub(crate) struct Layout {
 }
 
 /// `align_up(32 + capacity, 64)`: 64-byte aligned slots whose first cache
-/// line holds the 32-byte `SlotMeta` and the first 32 payload bytes. (DESIGN
-/// §3 sketched a 64-byte slot header; sharing the line halves the transfers
-/// of a small sample: `flink bench` 8 B one-way p50 went from ~1.5x to ~0.9x
-/// of the memcpy+flag floor.)
+/// line holds the 32-byte `SlotMeta` and the first 32 payload bytes. (A
+/// 64-byte slot header was the first design; sharing the line halves the
+/// transfers of a small sample: `flink bench` 8 B one-way p50 went from
+/// ~1.5x to ~0.9x of the memcpy+flag floor.)
 pub(crate) fn stride_for(capacity: u32) -> u64 {
     (SLOT_META_SIZE as u64 + u64::from(capacity)).div_ceil(64) * 64
 }

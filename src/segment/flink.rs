@@ -214,13 +214,13 @@ fn with_temp(path: &Path, info: &FlinkInfo, put: impl FnOnce(&Path) -> Result<()
 /// the new file says.
 ///
 /// # Errors
-/// [`OpenError::BeingRemoved`] when `path` no longer names that segment
+/// [`OpenError::NotPublished`] when `path` no longer names that segment
 /// (removed, or replaced by another segment); [`OpenError::Busy`] when
 /// another remover holds it; other errors of reading or writing the file.
 pub(crate) fn replace(path: &Path, segment_name: &str, change: impl FnOnce(&mut FlinkInfo)) -> Result<FlinkInfo, OpenError> {
     let claim = match claim(path)? {
         Ok(c) if c.info.segment_name == segment_name => c,
-        Ok(_) | Err(Unclaimed::Gone) => return Err(OpenError::BeingRemoved { path: path.to_owned() }),
+        Ok(_) | Err(Unclaimed::Gone) => return Err(OpenError::NotPublished { path: path.to_owned() }),
         Err(Unclaimed::Busy) => return Err(OpenError::Busy { path: path.to_owned(), what: "another process holds the flink file" }),
     };
     let mut info = claim.info.clone();

@@ -512,6 +512,12 @@ impl<'a> SendLoan<'a> {
     }
 }
 
+impl std::fmt::Debug for SendLoan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendLoan").field("locators", &self.len).field("destinations", &self.destinations()).field("in_place", &self.primary.is_some()).field("capacity", &self.cap).finish_non_exhaustive()
+    }
+}
+
 impl Drop for SendLoan<'_> {
     fn drop(&mut self) {
         if let Some(pr) = self.primary.take() {

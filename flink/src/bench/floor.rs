@@ -1,4 +1,4 @@
-//! The reference floor (DESIGN §10 "memcpy + flag floor"): the least a
+//! The reference floor ("memcpy + flag"): the least a
 //! shared-memory hand-off of `size` bytes can cost between the same two
 //! pinned processes — a `memcpy` into a shared mapping and one published
 //! atomic word, no protocol at all.
@@ -81,6 +81,7 @@ impl Layout {
 }
 
 /// A shared mapping of a floor layout.
+#[derive(Debug)]
 pub struct FloorMap {
     map: MmapRaw,
     lay: Layout,
@@ -214,6 +215,7 @@ impl Drop for FloorMap {
 }
 
 /// The parent's side (ping-pong sender, throughput producer).
+#[derive(Debug)]
 pub struct FloorParent {
     map: FloorMap,
     next: u64,
@@ -264,6 +266,7 @@ impl PubSide for FloorParent {
 }
 
 /// The peer's side (echo, consumer).
+#[derive(Debug)]
 pub struct FloorPeer {
     map: FloorMap,
     last_ping: u64,

@@ -1,8 +1,8 @@
 //! `flink bench`: one-way latency and throughput of shmslot between two
 //! processes pinned to different CPUs, next to a memcpy + flag floor
-//! measured in the same run (DESIGN §10), reported as ratios to it. With
-//! `--transport`, also through [`ShmTransport`](::shmslot::ShmTransport)
-//! (DESIGN §8), reported as ratios to the bare ring as well.
+//! measured in the same run (see `floor`), reported as ratios to it. With
+//! `--transport`, also through [`ShmTransport`](::shmslot::ShmTransport),
+//! reported as ratios to the bare ring as well.
 //!
 //! The parent creates everything (a private discovery directory under the
 //! temp dir, the rings, the floor's shm object) and starts, per case, the
@@ -195,6 +195,7 @@ pub struct ChildArgs {
 
 /// The bench's private discovery directory; removed (with anything left in
 /// it) on drop. Rings and floor objects remove themselves when dropped.
+#[derive(Debug)]
 pub struct Workspace {
     dir: PathBuf,
     verbose: bool,

@@ -116,6 +116,7 @@ pub fn start_child(cpu: usize) -> Result<impl FnMut() -> Result<()>> {
 
 /// Bookkeeping of one busy wait: cheap spins, a liveness check every few
 /// thousand rounds, and a stall limit.
+#[derive(Debug)]
 pub struct Idle {
     spins: u32,
     since: Option<Instant>,
@@ -156,6 +157,7 @@ impl Idle {
 }
 
 /// The peer process: same binary, hidden subcommand.
+#[derive(Debug)]
 pub struct Peer {
     child: Child,
     stdout: ChildStdout,

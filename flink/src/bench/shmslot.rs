@@ -74,6 +74,7 @@ fn ring_names(tag: &str) -> (String, String) {
 }
 
 /// The parent's rings: it writes ping and reads pong.
+#[derive(Debug)]
 pub struct ParentRings {
     ping: Ring,
     pong: Reader<Ring>,
@@ -127,6 +128,7 @@ impl PubSide for ParentRings {
 }
 
 /// The peer's rings: it reads ping and writes pong.
+#[derive(Debug)]
 pub struct PeerRings {
     ping: Reader<Ring>,
     pong: Ring,

@@ -1,4 +1,4 @@
-//! shmslot's transport under test ([`ShmTransport`], DESIGN §8): what a
+//! shmslot's transport under test ([`ShmTransport`]): what a
 //! DDS stack pays per message on top of the bare ring of [`super::shmslot`].
 //!
 //! Parent and peer each make a transport on the bench's private discovery
@@ -49,6 +49,7 @@ pub fn decode_locator(s: &str) -> Result<Locator> {
 
 /// One side (parent or peer): a transport, its input port, and where the
 /// other side listens.
+#[derive(Debug)]
 pub struct Endpoint {
     // Declared first: dropped first (unregisters the reader, removes the ring).
     port: InputPort,
