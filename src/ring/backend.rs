@@ -5,27 +5,18 @@ use std::time::Duration;
 
 
 use super::layout;
-use super::generation::Unreserved;
 use super::{grow, GrowthStrategy, PosixSlotAllocator, PARK_SLICE};
 use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHandle, SlotHeader};
 use crate::error::SlotError;
 use crate::sync::Ordering;
 
 impl SlotBackend for PosixSlotAllocator {
-    #[inline]
+    #[inline(always)]
     fn reserve_slot(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
         if self.static_ring() {
-            return self.reserve_slot_local(active_readers_mask).map_err(Unreserved::of_static);
+            return self.reserve_slot_local(active_readers_mask);
         }
-        for _ in 0..=layout::MAX_GENERATIONS {
-            let d = self.depths.writer.load(Ordering::Relaxed);
-            match self.at_depth(d)?.reserve_slot_local(active_readers_mask) {
-                Ok(h) => return Ok(grow::join(d, h)),
-                Err(Unreserved::Moved) => self.follow_writer(d)?,
-                Err(Unreserved::Slot(e)) => return Err(e),
-            }
-        }
-        Err(SlotError::NoFreeSlot)
+        self.reserve_slot_in_chain(active_readers_mask)
     }
 
     fn discard_slot(&self, handle: SlotHandle) -> Result<(), SlotError> {
@@ -58,81 +49,52 @@ impl SlotBackend for PosixSlotAllocator {
         self.commit_in_place(target, bytes.len())
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot_data_ptr(&self, handle: SlotHandle) -> Result<(*mut u8, usize), SlotError> {
         if self.static_ring() {
             return self.slot_data_ptr_local(handle);
         }
-        let (g, h) = self.gen_of(handle)?;
-        g.slot_data_ptr_local(h).map_err(|e| grow::outer_err(e, handle))
+        self.slot_data_ptr_in_chain(handle)
     }
 
-    #[inline]
+    #[inline(always)]
     fn commit_in_place(&self, handle: SlotHandle, len: usize) -> Result<u64, SlotError> {
         if self.static_ring() {
             return self.commit_in_place_local(handle, len);
         }
-        let (g, h) = self.gen_of(handle)?;
-        g.commit_in_place_local(h, len).map_err(|e| grow::outer_err(e, handle))
+        self.commit_in_place_in_chain(handle, len)
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot_read_ptr(&self, handle: SlotHandle) -> Result<(*const u8, usize), SlotError> {
         if self.static_ring() {
             return self.slot_read_ptr_local(handle);
         }
-        let (g, h) = self.gen_of(handle)?;
-        g.slot_read_ptr_local(h).map_err(|e| grow::outer_err(e, handle))
+        self.slot_read_ptr_in_chain(handle)
     }
 
-    #[inline]
+    #[inline(always)]
     fn reserve_loan(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
         if self.static_ring() {
-            return self.reserve_loan_local(active_readers_mask).map_err(Unreserved::of_static);
+            return self.reserve_loan_local(active_readers_mask);
         }
-        for _ in 0..=layout::MAX_GENERATIONS {
-            let d = self.depths.writer.load(Ordering::Relaxed);
-            match self.at_depth(d)?.reserve_loan_local(active_readers_mask) {
-                Ok((h, ptr, len)) => return Ok((grow::join(d, h), ptr, len)),
-                Err(Unreserved::Moved) => self.follow_writer(d)?,
-                Err(Unreserved::Slot(e)) => return Err(e),
-            }
-        }
-        Err(SlotError::NoFreeSlot)
+        self.reserve_loan_in_chain(active_readers_mask)
     }
 
-    #[inline]
+    #[inline(always)]
     fn next_unread_read(&self, reader_index: u8) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
         if self.static_ring() {
             return self.next_unread_read_local(reader_index);
         }
-        for _ in 0..=layout::MAX_GENERATIONS {
-            let d = self.reader_depth(reader_index);
-            let g = self.at_depth(d)?;
-            match g.next_unread_read_local(reader_index) {
-                Ok(Some((h, ptr, len))) => return Ok(Some((grow::join(d, h), ptr, len))),
-                Ok(None) | Err(SlotError::WritersGone) if g.info.growth != GrowthStrategy::Static && g.moved_past(reader_index) => self.follow_reader(reader_index, d)?,
-                other => return other,
-            }
-        }
-        Ok(None)
+        self.next_unread_read_in_chain(reader_index)
     }
 
-    #[inline]
+    #[inline(always)]
     fn next_unread_slot(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
         if self.static_ring() {
             return self.next_unread_slot_local(reader_index);
         }
-        for _ in 0..=layout::MAX_GENERATIONS {
-            let d = self.reader_depth(reader_index);
-            let g = self.at_depth(d)?;
-            match g.next_unread_slot_local(reader_index) {
-                Ok(Some(h)) => return Ok(Some(grow::join(d, h))),
-                Ok(None) | Err(SlotError::WritersGone) if g.info.growth != GrowthStrategy::Static && g.moved_past(reader_index) => self.follow_reader(reader_index, d)?,
-                other => return other,
-            }
-        }
-        Ok(None)
+        self.next_unread_slot_in_chain(reader_index)
     }
 
     fn read_slot(&self, handle: SlotHandle) -> Result<(SlotHeader, Vec<u8>), SlotError> {
@@ -142,13 +104,12 @@ impl SlotBackend for PosixSlotAllocator {
         Ok((header, bytes))
     }
 
-    #[inline]
+    #[inline(always)]
     fn mark_read(&self, handle: SlotHandle, reader_index: u8) -> Result<(), SlotError> {
         if self.static_ring() {
             return self.mark_read_local(handle, reader_index);
         }
-        let (g, h) = self.gen_of(handle)?;
-        g.mark_read_local(h, reader_index).map_err(|e| grow::outer_err(e, handle))
+        self.mark_read_in_chain(handle, reader_index)
     }
 
     fn mark_reader_disconnected(&self, reader_index: u8) -> Result<(), SlotError> {
@@ -245,6 +206,91 @@ impl SlotBackend for PosixSlotAllocator {
     }
     fn wait_for_space(&self, timeout: Duration, still_full: &mut dyn FnMut() -> bool) {
         self.writer_gen().ring().wait_space(timeout.min(PARK_SLICE), still_full);
+    }
+}
+
+/// The growing ring's forms of the hot calls: which generation, and
+/// following its moves. Out of line, so that a static ring's calls are one
+/// predicted branch and the generation's own operation, inlined.
+impl PosixSlotAllocator {
+    #[inline(never)]
+    fn reserve_slot_in_chain(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
+        for _ in 0..=layout::MAX_GENERATIONS {
+            let d = self.depths.writer.load(Ordering::Relaxed);
+            match self.at_depth(d)?.reserve_slot_local(active_readers_mask) {
+                Ok(h) => return Ok(grow::join(d, h)),
+                // This generation moved (or is moving): go on in the next.
+                Err(SlotError::NoFreeSlot) if self.at_depth(d)?.chain_flags() != 0 => self.follow_writer(d)?,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(SlotError::NoFreeSlot)
+    }
+
+    #[inline(never)]
+    fn slot_data_ptr_in_chain(&self, handle: SlotHandle) -> Result<(*mut u8, usize), SlotError> {
+        let (g, h) = self.gen_of(handle)?;
+        g.slot_data_ptr_local(h).map_err(|e| grow::outer_err(e, handle))
+    }
+
+    #[inline(never)]
+    fn commit_in_place_in_chain(&self, handle: SlotHandle, len: usize) -> Result<u64, SlotError> {
+        let (g, h) = self.gen_of(handle)?;
+        g.commit_in_place_local(h, len).map_err(|e| grow::outer_err(e, handle))
+    }
+
+    #[inline(never)]
+    fn slot_read_ptr_in_chain(&self, handle: SlotHandle) -> Result<(*const u8, usize), SlotError> {
+        let (g, h) = self.gen_of(handle)?;
+        g.slot_read_ptr_local(h).map_err(|e| grow::outer_err(e, handle))
+    }
+
+    #[inline(never)]
+    fn reserve_loan_in_chain(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
+        for _ in 0..=layout::MAX_GENERATIONS {
+            let d = self.depths.writer.load(Ordering::Relaxed);
+            match self.at_depth(d)?.reserve_loan_local(active_readers_mask) {
+                Ok((h, ptr, len)) => return Ok((grow::join(d, h), ptr, len)),
+                // This generation moved (or is moving): go on in the next.
+                Err(SlotError::NoFreeSlot) if self.at_depth(d)?.chain_flags() != 0 => self.follow_writer(d)?,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(SlotError::NoFreeSlot)
+    }
+
+    #[inline(never)]
+    fn next_unread_read_in_chain(&self, reader_index: u8) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
+        for _ in 0..=layout::MAX_GENERATIONS {
+            let d = self.reader_depth(reader_index);
+            let g = self.at_depth(d)?;
+            match g.next_unread_read_local(reader_index) {
+                Ok(Some((h, ptr, len))) => return Ok(Some((grow::join(d, h), ptr, len))),
+                Ok(None) | Err(SlotError::WritersGone) if g.info.growth != GrowthStrategy::Static && g.moved_past(reader_index) => self.follow_reader(reader_index, d)?,
+                other => return other,
+            }
+        }
+        Ok(None)
+    }
+
+    #[inline(never)]
+    fn next_unread_slot_in_chain(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
+        for _ in 0..=layout::MAX_GENERATIONS {
+            let d = self.reader_depth(reader_index);
+            let g = self.at_depth(d)?;
+            match g.next_unread_slot_local(reader_index) {
+                Ok(Some(h)) => return Ok(Some(grow::join(d, h))),
+                Ok(None) | Err(SlotError::WritersGone) if g.info.growth != GrowthStrategy::Static && g.moved_past(reader_index) => self.follow_reader(reader_index, d)?,
+                other => return other,
+            }
+        }
+        Ok(None)
+    }
+
+    #[inline(never)]
+    fn mark_read_in_chain(&self, handle: SlotHandle, reader_index: u8) -> Result<(), SlotError> {
+        let (g, h) = self.gen_of(handle)?;
+        g.mark_read_local(h, reader_index).map_err(|e| grow::outer_err(e, handle))
     }
 }
 

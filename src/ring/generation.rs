@@ -8,37 +8,15 @@ use crate::error::SlotError;
 use crate::segment::liveness as lock;
 use crate::sync::Ordering;
 
-/// Why a reservation in one generation did not give a slot: a public
-/// error, or (a growing ring's) this generation moved, and the writer goes
-/// on in the next one. Never leaves the ring.
-pub(super) enum Unreserved {
-    Moved,
-    Slot(SlotError),
-}
-
-impl From<SlotError> for Unreserved {
-    fn from(e: SlotError) -> Self {
-        Self::Slot(e)
-    }
-}
-
-impl Unreserved {
-    /// The error of a ring that never moves (a static one).
-    #[inline(always)]
-    pub(super) fn of_static(self) -> SlotError {
-        match self {
-            Self::Slot(e) => e,
-            Self::Moved => SlotError::NoFreeSlot,
-        }
-    }
-}
-
 impl PosixSlotAllocator {
+    /// Reserves in this generation. A growing ring's generation that moved
+    /// (or started moving) refuses with `NoFreeSlot` and its chain flags
+    /// set: the caller follows to the next generation (see `backend`).
     #[inline(always)]
-    pub(super) fn reserve_slot_local(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, Unreserved> {
+    pub(super) fn reserve_slot_local(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
         let growing = self.info.growth != GrowthStrategy::Static;
         if growing && self.chain_flags() != 0 {
-            return Err(Unreserved::Moved);
+            return Err(SlotError::NoFreeSlot);
         }
         let w = self.writer_index()?;
         let claiming = self.writers().claiming(w);
@@ -49,17 +27,16 @@ impl PosixSlotAllocator {
             // discarded here (see `grow`).
             Ok((slot_index, seq)) if growing && self.header().chain.load(Ordering::SeqCst) & layout::CHAIN_MOVING != 0 => {
                 let _ = ring.discard(slot_index, seq);
-                Err(Unreserved::Moved)
+                Err(SlotError::NoFreeSlot)
             }
             Ok((slot_index, seq)) => Ok(SlotHandle { slot_index, seq }),
-            Err(SlotError::NoFreeSlot) if growing && self.chain_flags() != 0 => Err(Unreserved::Moved),
             // Full: perhaps because of a dead reader (or a dead writer's
             // loan a lap ago). Look, now and then.
             Err(SlotError::NoFreeSlot) if Self::check_due(&self.next_write_check_ms) && self.reap_dead().any() => {
                 let (slot_index, seq) = ring.reserve(active_readers_mask, w, claiming)?;
                 Ok(SlotHandle { slot_index, seq })
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -87,7 +64,7 @@ impl PosixSlotAllocator {
     }
 
     #[inline(always)]
-    pub(super) fn reserve_loan_local(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), Unreserved> {
+    pub(super) fn reserve_loan_local(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
         // The slot was stamped LOANED for us just now: no re-check needed.
         let h = self.reserve_slot_local(active_readers_mask)?;
         Ok((h, self.payload(h.slot_index), self.info.capacity as usize))
