@@ -361,35 +361,69 @@ pub trait SlotBackend: Send + Sync {
     }
 }
 
+/// The pacing of a blocking call: retry after one pause while spinning
+/// (reading the clock only every `CLOCK_EVERY` polls: a batch of pauses or
+/// a clock read between two polls is latency added to every hand-off),
+/// then park, until the timeout.
+struct Pacing {
+    start: Instant,
+    spin_until: Instant,
+    timeout: Duration,
+    polls: u64,
+}
+
+/// What a blocking call does after a miss.
+enum Pace {
+    /// Poll again.
+    Again,
+    /// Park, at most this long.
+    Park(Duration),
+    /// The timeout passed.
+    Expired,
+}
+
+impl Pacing {
+    fn new(spin: Duration, timeout: Duration) -> Self {
+        let start = Instant::now();
+        Self { start, spin_until: start + spin.min(timeout), timeout, polls: 0 }
+    }
+
+    #[inline(always)]
+    fn after_miss(&mut self) -> Pace {
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls % CLOCK_EVERY != 1 {
+            spin_pause(self.polls);
+            return Pace::Again;
+        }
+        let now = Instant::now();
+        let end = self.start + self.timeout;
+        if now >= end {
+            Pace::Expired
+        } else if now < self.spin_until {
+            Pace::Again
+        } else {
+            Pace::Park(end - now)
+        }
+    }
+}
+
 /// The writers' wait, for any form of reservation (`reserve`): retries while
 /// the ring is full, spinning for the spin budget, then parking for space.
 #[inline(always)]
 fn wait_for_slot<B: SlotBackend + ?Sized, T>(b: &B, timeout: Duration, mut reserve: impl FnMut() -> Result<T, SlotError>) -> Result<T, SlotError> {
-    let start = Instant::now();
-    let spin_until = start + b.spin_budget().min(timeout);
-    let mut polls = 0u64;
+    let mut pacing = Pacing::new(b.spin_budget(), timeout);
     loop {
         match reserve() {
             Err(SlotError::NoFreeSlot) => {}
             other => return other,
         }
-        // While spinning, retry after one pause and read the clock only
-        // every CLOCK_EVERY polls: a batch of pauses or a clock read
-        // between two polls is latency added to every hand-off.
-        polls = polls.wrapping_add(1);
-        if polls % CLOCK_EVERY != 1 {
-            spin_pause(polls);
-            continue;
-        }
-        let now = Instant::now();
-        if now >= start + timeout {
-            return Err(SlotError::TimedOut(timeout));
-        }
-        if now < spin_until {
-            continue;
-        }
+        let left = match pacing.after_miss() {
+            Pace::Again => continue,
+            Pace::Expired => return Err(SlotError::TimedOut(timeout)),
+            Pace::Park(left) => left,
+        };
         let mut result = None;
-        b.wait_for_space(start + timeout - now, &mut || match reserve() {
+        b.wait_for_space(left, &mut || match reserve() {
             Err(SlotError::NoFreeSlot) => true,
             other => {
                 result = Some(other);
@@ -406,33 +440,23 @@ fn wait_for_slot<B: SlotBackend + ?Sized, T>(b: &B, timeout: Duration, mut reser
 /// polls, spinning for the spin budget, then parks on the notify word.
 #[inline(always)]
 fn wait_for_sample<B: SlotBackend + ?Sized, T>(b: &B, timeout: Duration, mut next: impl FnMut() -> Result<Option<T>, SlotError>) -> Result<Option<T>, SlotError> {
-    let start = Instant::now();
-    let spin_until = start + b.spin_budget().min(timeout);
-    let mut polls = 0u64;
+    let mut pacing = Pacing::new(b.spin_budget(), timeout);
     // Spin without touching the notify word (it lives on the writers'
     // cache line), then capture the epoch, re-check, and park.
     loop {
         if let Some(h) = next()? {
             return Ok(Some(h));
         }
-        // One pause per poll, the clock every CLOCK_EVERY polls (as above).
-        polls = polls.wrapping_add(1);
-        if polls % CLOCK_EVERY != 1 {
-            spin_pause(polls);
-            continue;
-        }
-        let now = Instant::now();
-        if now >= start + timeout {
-            return Ok(None);
-        }
-        if now < spin_until {
-            continue;
-        }
+        let left = match pacing.after_miss() {
+            Pace::Again => continue,
+            Pace::Expired => return Ok(None),
+            Pace::Park(left) => left,
+        };
         let epoch = b.notify_generation();
         if let Some(h) = next()? {
             return Ok(Some(h));
         }
-        b.wait_for_change(epoch, start + timeout - now);
+        b.wait_for_change(epoch, left);
     }
 }
 

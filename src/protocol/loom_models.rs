@@ -95,6 +95,7 @@ use loom::sync::{Condvar, Mutex};
 use loom::thread;
 
 use super::{CacheLine, Control, Geometry, Held, NotifyWord, Parker, ReaderEntry, RingView, SlotArray, SlotMeta};
+
 use crate::backend::{OverflowPolicy, ALL_READERS};
 use crate::error::SlotError;
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use crate::sync::{light_barrier, loom_sc_fence, Ordering};
 use super::{Parker, RingView};
+
+use crate::sync::{light_barrier, loom_sc_fence, Ordering};
 
 impl<P: Parker> RingView<'_, P> {
     #[inline]

@@ -1,13 +1,13 @@
 //! Pins: a slot held in place (a `DropOldest` reader at its cursor, or a
 //! sample kept past it), named in the reader entry so a reaper can drop it.
 
+use super::shared::SlotMeta;
+use super::stamp::{PINS_MASK, LOANED, COMMITTED, PIN_NAMED, PIN_HELD, stamp_state, stamp_pins, seq_diff};
+use super::{Parker, RingView};
 
 use crate::backend::OverflowPolicy;
 use crate::error::SlotError;
 use crate::sync::{AtomicU64, Ordering};
-use super::shared::SlotMeta;
-use super::stamp::{PINS_MASK, LOANED, COMMITTED, PIN_NAMED, PIN_HELD, stamp_state, stamp_pins, seq_diff};
-use super::{Parker, RingView};
 
 impl<P: Parker> RingView<'_, P> {
     /// Pins the slot of `seq`, whose stamp was `st` (`COMMITTED(seq)`), for

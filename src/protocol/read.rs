@@ -1,13 +1,13 @@
 //! The reading side of the protocol: the next sample in order
 //! (`next_unread`), its bounded length, releasing it, and where a reader is.
 
+use super::shared::SlotMeta;
+use super::stamp::{PINS_MASK, LOANED, COMMITTED, SKIPPED, PIN_HELD, stamp_state, stamp_pins, seq_diff, dist};
+use super::{Held, Parker, RingView};
 
 use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats};
 use crate::error::SlotError;
 use crate::sync::Ordering;
-use super::shared::SlotMeta;
-use super::stamp::{PINS_MASK, LOANED, COMMITTED, SKIPPED, PIN_HELD, stamp_state, stamp_pins, seq_diff, dist};
-use super::{Held, Parker, RingView};
 
 impl<P: Parker> RingView<'_, P> {
     /// The sample reader `r` should consume next, in sequence order.

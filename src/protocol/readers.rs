@@ -1,11 +1,23 @@
 //! The reader table: registering, disconnecting, carrying readers over to
 //! a growing ring's next generation, and reaping the dead.
 
+use super::shared::ReaderEntry;
+use super::stamp::{entry_kind, entry_next, ENTRY_ACTIVE, ENTRY_ADOPTING, ENTRY_FREE, ENTRY_KIND, ENTRY_RECLAIMING};
+use super::{Parker, RingView};
 
 use crate::error::SlotError;
 use crate::sync::Ordering;
-use super::stamp::{ENTRY_FREE, ENTRY_ACTIVE, ENTRY_RECLAIMING, ENTRY_ADOPTING, ENTRY_KIND, entry_kind, entry_next};
-use super::{Parker, RingView};
+
+/// A newly claimed entry's owner and words: no pins, nothing kept, no
+/// counts (its cursor is set by the claimer).
+fn fresh(e: &ReaderEntry, pid: u32) {
+    e.pid.store(pid, Ordering::Relaxed);
+    e.pinned.store(0, Ordering::Relaxed);
+    e.kept.0.iter().for_each(|k| k.store(0, Ordering::Relaxed));
+    e.kept_total.store(0, Ordering::Relaxed);
+    e.received.store(0, Ordering::Relaxed);
+    e.lost.store(0, Ordering::Relaxed);
+}
 
 impl<P: Parker> RingView<'_, P> {
     /// Claims a reader entry; its cursor starts at the current `write_seq`.
@@ -31,12 +43,7 @@ impl<P: Parker> RingView<'_, P> {
                 lock(r as u8, false);
                 continue;
             }
-            e.pid.store(pid, Ordering::Relaxed);
-            e.pinned.store(0, Ordering::Relaxed);
-            e.kept.0.iter().for_each(|k| k.store(0, Ordering::Relaxed));
-            e.kept_total.store(0, Ordering::Relaxed);
-            e.received.store(0, Ordering::Relaxed);
-            e.lost.store(0, Ordering::Relaxed);
+            fresh(e, pid);
             // SYNC POINT (registration): read `write_seq` before setting
             // the bit; see `reserve`.
             let start = self.ctrl.write_seq.0.load(Ordering::SeqCst);
@@ -91,13 +98,8 @@ impl<P: Parker> RingView<'_, P> {
             bits &= bits - 1;
             let e = &self.readers[usize::from(r)];
             e.state.store(ENTRY_ADOPTING, Ordering::Relaxed);
-            e.pid.store(pid_of(r), Ordering::Relaxed);
+            fresh(e, pid_of(r));
             e.cursor.store(start, Ordering::Relaxed);
-            e.pinned.store(0, Ordering::Relaxed);
-            e.kept.0.iter().for_each(|k| k.store(0, Ordering::Relaxed));
-            e.kept_total.store(0, Ordering::Relaxed);
-            e.received.store(0, Ordering::Relaxed);
-            e.lost.store(0, Ordering::Relaxed);
             self.ctrl.registered.0.fetch_or(1 << r, Ordering::Relaxed);
         }
     }

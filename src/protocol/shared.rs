@@ -2,7 +2,6 @@
 //! entries, the control block. Atomics only: any bit pattern is a valid
 //! value, and the protocol trusts none of them.
 
-
 use crate::sync::{AtomicU32, AtomicU64};
 
 /// Per-slot metadata, 32 bytes; the payload follows at +32 in the same

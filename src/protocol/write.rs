@@ -1,13 +1,13 @@
 //! The writing side of the protocol: claiming a sequence (`reserve`),
 //! committing or discarding it, and skipping what a dead writer left.
 
+use super::shared::SlotMeta;
+use super::stamp::{LOANED, COMMITTED, SKIPPED, stamp, stamp_loaned, restamp, stamp_state, stamp_pins, seq_diff, dist};
+use super::{Parker, RingView};
 
 use crate::backend::{OverflowPolicy, ReaderMask};
 use crate::error::SlotError;
 use crate::sync::{AtomicU64, Ordering};
-use super::shared::SlotMeta;
-use super::stamp::{LOANED, COMMITTED, SKIPPED, stamp, stamp_loaned, restamp, stamp_state, stamp_pins, seq_diff, dist};
-use super::{Parker, RingView};
 
 impl<P: Parker> RingView<'_, P> {
     /// Reserves the next sequence number for writer entry `owner` (its index

@@ -7,6 +7,7 @@
 
 use super::stamp::{entry_kind, entry_next, ENTRY_ACTIVE, ENTRY_FREE, ENTRY_KIND, ENTRY_RECLAIMING};
 use super::{Parker, RingView};
+
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// One writer's entry (claimed on a handle's first reservation, with the

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-
 use super::layout;
 use super::{grow, GrowthStrategy, PosixSlotAllocator, PARK_SLICE};
+
 use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHandle, SlotHeader};
 use crate::error::SlotError;
 use crate::sync::Ordering;

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-
 use super::{GrowthStrategy, PosixSlotAllocator};
+
 use crate::backend::{OverflowPolicy, DEFAULT_SPIN};
 use crate::error::OpenError;
 use crate::segment::dir::resolve;

@@ -3,6 +3,7 @@
 
 use super::layout::{self};
 use super::{GrowthStrategy, PosixSlotAllocator};
+
 use crate::backend::{ReaderMask, SlotHandle, SlotHeader};
 use crate::error::SlotError;
 use crate::segment::liveness as lock;

@@ -59,11 +59,12 @@ use std::time::{Duration, Instant};
 use super::layout::{Layout, CHAIN_MOVED, CHAIN_MOVING, MAX_GENERATIONS};
 use super::open::{config, NewSegment};
 use super::{flink, lock, FlinkInfo, PosixSlotAllocator};
-use crate::sys::shm;
+
 use crate::backend::SlotHandle;
 use crate::error::{OpenError, SlotError};
 use crate::protocol::{entry_kind, ENTRY_ACTIVE, ENTRY_ADOPTING};
 use crate::sync::Ordering;
+use crate::sys::shm;
 
 /// How a ring grows when a sample does not fit its slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

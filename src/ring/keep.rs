@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-
 use super::{grow, PosixSlotAllocator, PARK_SLICE};
+
 use crate::backend::SlotHandle;
 use crate::error::SlotError;
 

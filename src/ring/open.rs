@@ -9,13 +9,14 @@ use byteorder::ByteOrder as _;
 
 use super::layout::{self, Layout, INIT_CREATING, INIT_READY, LAYOUT_VERSION, MAGIC};
 use super::{validate, GrowthStrategy, PosixSlotAllocator, PosixSlotAllocatorBuilder, SegmentInfo, SIZE_BOUNDS};
+
 use crate::backend::{OverflowPolicy, DEFAULT_SPIN};
 use crate::discovery::clear_for_create;
 use crate::error::{OpenError, ValidationError};
 use crate::segment::dir::resolve;
+use crate::segment::flink::{self, FlinkInfo};
 use crate::segment::name::shm_path;
 use crate::segment::object::{self, Access};
-use crate::segment::flink::{self, FlinkInfo};
 use crate::sync::Ordering;
 use crate::sys::clock::wall_ms;
 use crate::sys::{membarrier, shm};

@@ -2,9 +2,8 @@
 //! through the segment's kernel locks, and reaping what dead participants
 //! left (through the protocol's reader and writer tables).
 
-
-
 use super::{PosixSlotAllocator, Reaped, CHECK_INTERVAL_MS, NO_WRITER};
+
 use crate::backend::SlotHandle;
 use crate::error::SlotError;
 use crate::segment::liveness as lock;

@@ -15,16 +15,17 @@ use memmap2::MmapOptions;
 
 use super::layout::{Layout, CONTROL_OFFSET, READERS_OFFSET};
 use super::validate::{validate, SegmentInfo};
+
 use crate::error::OpenError;
+use crate::protocol::{entry_kind, Control, ReaderEntry, WriterEntry, ENTRY_ACTIVE, ENTRY_RECLAIMING};
 use crate::segment::flink::{FlinkInfo, SegmentKind};
 use crate::segment::liveness as lock;
 use crate::segment::name::shm_path;
 use crate::segment::object::{self, Access};
 use crate::segment::reclaim::chain_held;
 use crate::segment::state::SegmentState;
-use crate::sys::shm;
-use crate::protocol::{entry_kind, Control, ReaderEntry, WriterEntry, ENTRY_ACTIVE, ENTRY_RECLAIMING};
 use crate::sync::Ordering;
+use crate::sys::shm;
 
 /// What [`PosixSlotAllocator::reap_dead`](super::PosixSlotAllocator::reap_dead) freed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use memmap2::MmapRaw;
 
 use super::layout::{self, Layout, SegmentHeader, CONTROL_OFFSET, READERS_OFFSET};
 use super::{grow, PosixSlotAllocator, SegmentInfo, NO_WRITER};
+
 use crate::protocol::{Control, Geometry, Parker, ReaderEntry, RingView, SlotArray, WriterTable};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::sys::{futex, membarrier};

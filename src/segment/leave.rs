@@ -12,6 +12,7 @@ use std::fs::File;
 use std::path::Path;
 
 use super::{flink, liveness as lock};
+
 use crate::error::OpenError;
 use crate::sys::shm;
 

@@ -19,6 +19,7 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use super::liveness;
 use super::name::{new_segment_name, shm_path};
+
 use crate::error::{OpenError, ValidationError};
 use crate::sys::shm;
 

@@ -11,6 +11,7 @@ use std::path::Path;
 use super::flink::{self, SegmentKind};
 use super::liveness as lock;
 use super::name::{name_of, shm_path};
+
 use crate::error::OpenError;
 use crate::sys::shm;
 

@@ -83,6 +83,17 @@ impl Family {
     }
 
     /// Collects the lines that arrived, waiting up to `wait` for the first.
+    /// Child `id` exited: the lines it printed last may still be on their
+    /// way from its pipe's reader thread. Reads what arrives within a short
+    /// while, so an exit right after the line is never mistaken for an exit
+    /// without it.
+    fn drain_after_exit(&mut self) {
+        let until = Instant::now() + Duration::from_millis(300);
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            self.pump(left.min(Duration::from_millis(20)));
+        }
+    }
+
     fn pump(&mut self, wait: Duration) {
         if let Ok((i, line)) = self.lines.recv_timeout(wait) {
             self.stdout[i].push(line);
@@ -136,11 +147,15 @@ impl Family {
     pub fn wait_ready(&mut self, id: usize, timeout: Duration) -> String {
         let limit = Instant::now() + timeout;
         loop {
-            if let Some(r) = self.stdout[id].iter().find_map(|l| l.find("SHMSLOT-READY ").map(|p| l[p + 14..].trim().to_owned())) {
+            if let Some(r) = self.ready_of(id) {
                 return r;
             }
             if let Ok(Some(st)) = self.procs[id].child.try_wait() {
                 self.procs[id].status = Some(st);
+                self.drain_after_exit();
+                if let Some(r) = self.ready_of(id) {
+                    return r;
+                }
                 let name = self.procs[id].name.clone();
                 self.fail(&format!("{name} exited ({st}) before it was ready"));
             }
@@ -158,6 +173,11 @@ impl Family {
         stdin.write_all(line.as_bytes()).and_then(|()| stdin.write_all(b"\n")).and_then(|()| stdin.flush()).expect("send to child");
     }
 
+    /// Child `id`'s `SHMSLOT-READY` argument, if the line arrived.
+    fn ready_of(&self, id: usize) -> Option<String> {
+        self.stdout[id].iter().find_map(|l| l.find("SHMSLOT-READY ").map(|p| l[p + 14..].trim().to_owned()))
+    }
+
     /// Child `id`'s `SHMSLOT-RESULT` fields, if the line arrived.
     fn result_of(&self, id: usize) -> Option<Fields> {
         let r = self.stdout[id].iter().find_map(|l| l.find("SHMSLOT-RESULT ").map(|p| &l[p + 15..]))?;
@@ -173,6 +193,10 @@ impl Family {
             }
             if let Ok(Some(st)) = self.procs[id].child.try_wait() {
                 self.procs[id].status = Some(st);
+                self.drain_after_exit();
+                if let Some(r) = self.result_of(id) {
+                    return r;
+                }
                 let name = self.procs[id].name.clone();
                 self.fail(&format!("{name} exited ({st}) without a result"));
             }
