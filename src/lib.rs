@@ -35,6 +35,11 @@
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The source's layers (`sys`, `segment`, `protocol`, `ring` and
+//! `blackboard`, `discovery`, the endpoints), the segment diagram and where
+//! each invariant is written are drawn in the repository's
+//! `ARCHITECTURE.md`.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 // Under loom only the protocol and its models are built; the rest is idle.

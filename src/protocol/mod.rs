@@ -1,6 +1,8 @@
 //! The lock-free slot-ring protocol, shared by every process attached to a
 //! segment. It works on a [`RingView`] of atomics (in shared memory for the
 //! POSIX backend, on the heap for the loom model) and knows nothing of files.
+//! Its invariants are stated here and at each `SYNC POINT`; where the rest
+//! are written: `ARCHITECTURE.md`.
 //!
 //! # Algorithm
 //!

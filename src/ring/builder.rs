@@ -62,7 +62,7 @@ impl PosixSlotAllocatorBuilder {
         self.type_hash = Some(hash);
         self
     }
-    /// Directory for bare flink names (default [`default_discovery_dir`]).
+    /// Directory for bare flink names (default [`default_discovery_dir`](crate::default_discovery_dir)).
     #[must_use]
     pub fn discovery_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.discovery_dir = Some(dir.into());
@@ -86,7 +86,7 @@ impl PosixSlotAllocatorBuilder {
     /// its participants: it stays while any handle is attached, and the last
     /// handle to leave removes it — for a ring many processes share and any
     /// of them may leave first, such as a domain-wide multicast ring. (Its
-    /// readers then get [`SlotError::WritersGone`] whenever no writer is
+    /// readers then get [`SlotError::WritersGone`](crate::SlotError::WritersGone) whenever no writer is
     /// attached: the creator no longer vouches for future writes.)
     #[must_use]
     pub fn remove_on_drop(mut self, remove: bool) -> Self {

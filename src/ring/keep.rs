@@ -28,7 +28,7 @@ impl Kept {
 impl PosixSlotAllocator {
     /// Keeps the sample `handle` that reader `reader_index` holds (just
     /// returned by `next_unread_slot` / `next_unread_read`) in place, and
-    /// moves the reader on as [`mark_read`](SlotBackend::mark_read) does: the
+    /// moves the reader on as [`mark_read`](crate::SlotBackend::mark_read) does: the
     /// payload pointer stays valid and unchanged until
     /// [`unkeep`](Self::unkeep), while the reader goes on with later samples.
     /// This is how a sample is lent to code that returns it whenever it likes

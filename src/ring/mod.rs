@@ -1,6 +1,8 @@
 //! [`PosixSlotAllocator`]: a slot ring in a POSIX shared-memory object, found
 //! through a flink file. Creator and attachers are equal peers: any may write
-//! and any may read; the lock-free protocol lives in [`crate::protocol`].
+//! and any may read; the lock-free protocol lives in [`crate::protocol`],
+//! the segment's life (create, attach, leave, reclaim) in `crate::segment`
+//! (the layers: `ARCHITECTURE.md`).
 
 mod backend;
 mod builder;
@@ -68,7 +70,7 @@ use layout::READERS_OFFSET;
 ///   25 ms at a time); [`reap_dead`](Self::reap_dead) does it at once.
 /// * a reader whose ring is drained and whose writers are all gone (the
 ///   creator and every writer process exited) gets
-///   [`SlotError::WritersGone`].
+///   [`SlotError::WritersGone`](crate::SlotError::WritersGone).
 /// * a segment whose creator died and that nobody is attached to is stale:
 ///   the next `create` of the same flink path reclaims it, as does
 ///   `flink clean`; the last handle to leave a dead creator's segment

@@ -3,6 +3,7 @@
 //! liveness byte map of its participants' kernel locks, the object created
 //! or opened and checked, leaving it, and reclaiming it when stale. Below
 //! the kinds: nothing here reads a ring's or a blackboard's own fields.
+//! (The layers: `ARCHITECTURE.md`.)
 
 pub(crate) mod dir;
 pub(crate) mod flink;

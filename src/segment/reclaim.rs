@@ -28,7 +28,7 @@ pub(crate) fn no_lineage(_: &str) -> u64 {
 /// Longest lineage walked (a growing ring's generation limit).
 pub(crate) const MAX_LINEAGE: u32 = 32;
 
-/// How [`reclaim`] ended.
+/// How [`reclaim`](crate::discovery::reclaim) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reclaim {
     /// The segment was stale (or its object missing) and is gone now: flink
@@ -45,7 +45,7 @@ pub enum Reclaim {
         creator_pid: u32,
     },
     /// Nobody is attached, but the segment was leaked on purpose: nothing
-    /// was touched (see [`reclaim_leaked`]).
+    /// was touched (see [`reclaim_leaked`](crate::discovery::reclaim_leaked)).
     Leaked,
     /// The flink file disappeared or was replaced meanwhile (another remover
     /// got there first); nothing was touched.

@@ -403,7 +403,8 @@ fn port_name(domain: u32, port: u32) -> String {
 
 /// The bits of a unicast SHM locator's port that hold the port number
 /// (1 to [`MAX_PORTS`], which names the ring); the 16 bits above hold the
-/// ring's incarnation ([`incarnation`]).
+/// ring's incarnation (a hash of its segment's name, new each time a ring
+/// is created).
 pub const PORT_NUMBER_MASK: u32 = 0xFFFF;
 
 /// The incarnation of a unicast port's ring: 16 bits of a hash of its
