@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::family::{child_env, say, Family};
-use common::{assert_unlinked, child_command, TestDir};
+use common::{assert_unlinked, assert_unsafe, child_command, must_fail, TestDir};
 use shmslot::blackboard::{Blackboard, BlackboardBuilder, BlackboardError};
 use shmslot::discovery::{self, CleanOutcome, SegmentKind, SegmentState};
 use shmslot::{type_hash, Loan, OpenError, Pod, PosixSlotAllocator, Reader};
@@ -227,26 +227,6 @@ fn assert_gone(flink: &Path, segment: &Path) {
 fn assert_present(flink: &Path, segment: &Path, what: &str) {
     assert!(flink.exists(), "{what}: flink file {} was removed", flink.display());
     assert!(segment.exists(), "{what}: object {} was removed", segment.display());
-}
-
-#[track_caller]
-fn must_fail<T>(r: Result<T, OpenError>, what: &str) -> OpenError {
-    match r {
-        Ok(_) => panic!("{what}: succeeded, but must fail"),
-        Err(e) => e,
-    }
-}
-
-/// Asserts `err` is `Unsafe` about `path` for a reason mentioning `reason`.
-#[track_caller]
-fn assert_unsafe(err: OpenError, path: &Path, reason: &str) {
-    match err {
-        OpenError::Unsafe { path: p, reason: r } => {
-            assert_eq!(p, path, "refused, but for another path");
-            assert!(r.contains(reason), "reason {r:?} does not mention {reason:?}");
-        }
-        other => panic!("expected Unsafe ({reason}) for {}, got {other:?} ({other})", path.display()),
-    }
 }
 
 // ───────────────────────────── child side ─────────────────────────────

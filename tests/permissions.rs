@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assert_unlinked, TestDir};
+use common::{assert_unlinked, assert_unsafe, must_fail, TestDir};
 use shmslot::{OpenError, PosixSlotAllocator, PosixSlotAllocatorBuilder};
 
 /// A uid that is not ours (`nobody`).
@@ -45,29 +45,6 @@ fn euid() -> u32 {
 /// A small ring: 8 slots of 64 bytes, 2 readers, 2 writers.
 fn builder() -> PosixSlotAllocatorBuilder {
     PosixSlotAllocator::builder(8, 64).max_readers(2).max_writers(2)
-}
-
-fn must_fail<T>(r: Result<T, OpenError>, what: &str) -> OpenError {
-    match r {
-        Ok(_) => panic!("{what}: succeeded, but must be refused"),
-        Err(e) => e,
-    }
-}
-
-/// Asserts `err` is `Unsafe { path, reason ∋ reason }` and its message names
-/// the path and the reason.
-#[track_caller]
-fn assert_unsafe(err: OpenError, path: &Path, reason: &str) {
-    let msg = err.to_string();
-    match err {
-        OpenError::Unsafe { path: p, reason: r } => {
-            assert_eq!(p, path, "error names the wrong path: {msg}");
-            assert!(r.contains(reason), "reason {r:?} does not mention {reason:?}");
-        }
-        other => panic!("expected Unsafe({reason}) for {}, got {other:?} ({other})", path.display()),
-    }
-    assert!(msg.contains(path.to_str().unwrap()), "message does not name {}: {msg}", path.display());
-    assert!(msg.contains("refused") && msg.contains(reason), "message does not give the reason {reason:?}: {msg}");
 }
 
 /// Asserts `err` is `Exists(path)` and its message names the path.

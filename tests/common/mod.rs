@@ -146,3 +146,28 @@ impl Rng {
         v[self.below(v.len() as u64) as usize]
     }
 }
+
+/// The error of `r`, which must have failed.
+#[track_caller]
+pub fn must_fail<T>(r: Result<T, shmslot::OpenError>, what: &str) -> shmslot::OpenError {
+    match r {
+        Ok(_) => panic!("{what}: succeeded, but must fail"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts `err` is `Unsafe { path, reason ∋ reason }` and its message names
+/// the path and the reason.
+#[track_caller]
+pub fn assert_unsafe(err: shmslot::OpenError, path: &Path, reason: &str) {
+    let msg = err.to_string();
+    match err {
+        shmslot::OpenError::Unsafe { path: p, reason: r } => {
+            assert_eq!(p, path, "error names the wrong path: {msg}");
+            assert!(r.contains(reason), "reason {r:?} does not mention {reason:?}");
+        }
+        other => panic!("expected Unsafe({reason}) for {}, got {other:?} ({other})", path.display()),
+    }
+    assert!(msg.contains(path.to_str().unwrap()), "message does not name {}: {msg}", path.display());
+    assert!(msg.contains("refused") && msg.contains(reason), "message does not give the reason {reason:?}: {msg}");
+}
