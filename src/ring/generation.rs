@@ -1,7 +1,7 @@
 //! The ring operations on one generation alone (the `SlotBackend` impl in
 //! `backend` picks the generation and follows moves).
 
-use super::layout::{self};
+use super::layout;
 use super::{GrowthStrategy, PosixSlotAllocator};
 
 use crate::backend::{ReaderMask, SlotHandle, SlotHeader};

@@ -9,12 +9,12 @@ mod builder;
 mod generation;
 mod grow;
 mod keep;
+mod layout;
 mod open;
 mod participants;
-mod view;
-mod layout;
 pub(crate) mod status;
 mod validate;
+mod view;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,22 +23,26 @@ use std::time::Duration;
 
 use memmap2::MmapRaw;
 
-use crate::error::OpenError;
-use crate::protocol::{RingView, WriterEntry};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
-
-pub use crate::segment::dir::default_discovery_dir;
-pub use crate::segment::flink::{FlinkInfo, SegmentKind};
-use crate::segment::name::shm_path;
-use crate::segment::object::SizeBounds;
-use crate::segment::leave::{leave_segment, set_leaked};
-use crate::segment::{flink, liveness as lock};
 pub use builder::PosixSlotAllocatorBuilder;
 pub use grow::GrowthStrategy;
 pub use keep::Kept;
-use view::{FloorCell, FutexParker};
 pub use status::{Reaped, SegmentStatus};
 pub use validate::SegmentInfo;
+
+pub use crate::segment::dir::default_discovery_dir;
+pub use crate::segment::flink::{FlinkInfo, SegmentKind};
+
+use layout::READERS_OFFSET;
+use view::{FloorCell, FutexParker};
+
+use crate::error::OpenError;
+use crate::protocol::{RingView, WriterEntry};
+use crate::segment::leave::{leave_segment, set_leaked};
+use crate::segment::name::shm_path;
+use crate::segment::object::SizeBounds;
+use crate::segment::reclaim::chain_held;
+use crate::segment::{flink, liveness as lock};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Longest single futex sleep of a blocking call: a peer that dies never
 /// wakes anybody, so blocked readers and writers look at liveness (and reap
@@ -51,15 +55,13 @@ pub(crate) const SIZE_BOUNDS: SizeBounds = SizeBounds { min: READERS_OFFSET as u
 /// A handle without a writer entry.
 const NO_WRITER: u32 = u32::MAX;
 
-use layout::READERS_OFFSET;
-
 /// A slot ring in POSIX shared memory.
 ///
 /// # Liveness and crashes
 ///
-/// Every participant holds a kernel lock on the object (see the `lock`
-/// module): the creator, every attached handle, every registered reader and
-/// every writer. The kernel drops them when a process dies, however it dies,
+/// Every participant holds a kernel lock on the object (see
+/// `segment::liveness`): the creator, every attached handle, every
+/// registered reader and every writer. The kernel drops them when a process dies, however it dies,
 /// so anyone can tell the dead from the living without trusting a pid:
 ///
 /// * a dead reader's entry is freed and its bits cleared, so `KeepAll`
@@ -288,7 +290,7 @@ impl Drop for PosixSlotAllocator {
             // An old generation of a growing ring: it goes when its last
             // reader has moved on, whoever is attached.
             self.release_if_unread();
-        } else if !crate::segment::reclaim::chain_held(self.info.predecessor, status::predecessor_of) {
+        } else if !chain_held(self.info.predecessor, status::predecessor_of) {
             // (A reader still in an older generation is a participant too:
             // it arrives here later, and the last one out removes it.)
             leave_segment(&self.flink_path, std::slice::from_ref(&self.segment_name), &self.locks, false);
