@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::layout;
-use super::{grow, GrowthStrategy, PosixSlotAllocator, PARK_SLICE};
+use super::{grow, Generation, GrowthStrategy, PARK_SLICE, PosixSlotAllocator};
 
 use crate::backend::{OverflowPolicy, ReaderMask, ReaderStats, SlotBackend, SlotHandle, SlotHeader};
 use crate::error::SlotError;
@@ -14,7 +14,7 @@ impl SlotBackend for PosixSlotAllocator {
     #[inline(always)]
     fn reserve_slot(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
         if self.static_ring() {
-            return self.reserve_slot_local(active_readers_mask);
+            return self.gen.reserve_slot_local(active_readers_mask);
         }
         self.reserve_slot_in_chain(active_readers_mask)
     }
@@ -52,7 +52,7 @@ impl SlotBackend for PosixSlotAllocator {
     #[inline(always)]
     fn slot_data_ptr(&self, handle: SlotHandle) -> Result<(*mut u8, usize), SlotError> {
         if self.static_ring() {
-            return self.slot_data_ptr_local(handle);
+            return self.gen.slot_data_ptr_local(handle);
         }
         self.slot_data_ptr_in_chain(handle)
     }
@@ -60,7 +60,7 @@ impl SlotBackend for PosixSlotAllocator {
     #[inline(always)]
     fn commit_in_place(&self, handle: SlotHandle, len: usize) -> Result<u64, SlotError> {
         if self.static_ring() {
-            return self.commit_in_place_local(handle, len);
+            return self.gen.commit_in_place_local(handle, len);
         }
         self.commit_in_place_in_chain(handle, len)
     }
@@ -68,7 +68,7 @@ impl SlotBackend for PosixSlotAllocator {
     #[inline(always)]
     fn slot_read_ptr(&self, handle: SlotHandle) -> Result<(*const u8, usize), SlotError> {
         if self.static_ring() {
-            return self.slot_read_ptr_local(handle);
+            return self.gen.slot_read_ptr_local(handle);
         }
         self.slot_read_ptr_in_chain(handle)
     }
@@ -76,7 +76,7 @@ impl SlotBackend for PosixSlotAllocator {
     #[inline(always)]
     fn reserve_loan(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
         if self.static_ring() {
-            return self.reserve_loan_local(active_readers_mask);
+            return self.gen.reserve_loan_local(active_readers_mask);
         }
         self.reserve_loan_in_chain(active_readers_mask)
     }
@@ -84,7 +84,7 @@ impl SlotBackend for PosixSlotAllocator {
     #[inline(always)]
     fn next_unread_read(&self, reader_index: u8) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
         if self.static_ring() {
-            return self.next_unread_read_local(reader_index);
+            return self.gen.next_unread_read_local(reader_index);
         }
         self.next_unread_read_in_chain(reader_index)
     }
@@ -92,7 +92,7 @@ impl SlotBackend for PosixSlotAllocator {
     #[inline(always)]
     fn next_unread_slot(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
         if self.static_ring() {
-            return self.next_unread_slot_local(reader_index);
+            return self.gen.next_unread_slot_local(reader_index);
         }
         self.next_unread_slot_in_chain(reader_index)
     }
@@ -107,13 +107,13 @@ impl SlotBackend for PosixSlotAllocator {
     #[inline(always)]
     fn mark_read(&self, handle: SlotHandle, reader_index: u8) -> Result<(), SlotError> {
         if self.static_ring() {
-            return self.mark_read_local(handle, reader_index);
+            return self.gen.mark_read_local(handle, reader_index);
         }
         self.mark_read_in_chain(handle, reader_index)
     }
 
     fn mark_reader_disconnected(&self, reader_index: u8) -> Result<(), SlotError> {
-        self.at_depth(self.reader_depth(reader_index))?.mark_reader_disconnected_local(reader_index)
+        self.gen.at_depth(self.reader_depth(reader_index))?.mark_reader_disconnected_local(reader_index)
     }
 
     fn register_reader(&self) -> Result<u8, SlotError> {
@@ -121,7 +121,7 @@ impl SlotBackend for PosixSlotAllocator {
         // again if one started while we registered (we may or may not have
         // been carried over; a copy of us that we never adopt is reaped).
         for _ in 0..=layout::MAX_GENERATIONS {
-            let (mut g, mut d) = self.newest();
+            let (mut g, mut d) = self.gen.newest();
             while g.info.growth != GrowthStrategy::Static && g.chain_flags() != 0 {
                 g.wait_moved()?;
                 g = g.successor()?;
@@ -141,7 +141,7 @@ impl SlotBackend for PosixSlotAllocator {
 
     fn unregister_reader(&self, reader_index: u8) -> Result<(), SlotError> {
         let d = self.reader_depth(reader_index);
-        let g = self.at_depth(d)?;
+        let g = self.gen.at_depth(d)?;
         g.unregister_local(reader_index)?;
         g.release_if_unread();
         // Copies of this reader carried into later generations never get
@@ -161,11 +161,11 @@ impl SlotBackend for PosixSlotAllocator {
     }
 
     fn reader_stats(&self, reader_index: u8) -> Result<ReaderStats, SlotError> {
-        self.at_depth(self.reader_depth(reader_index))?.ring().stats(reader_index)
+        self.gen.at_depth(self.reader_depth(reader_index))?.ring().stats(reader_index)
     }
 
     fn slot_count(&self) -> usize {
-        self.info.slot_count as usize
+        self.gen.info.slot_count as usize
     }
     fn slot_capacity(&self) -> usize {
         self.writer_gen().info.capacity as usize
@@ -174,31 +174,31 @@ impl SlotBackend for PosixSlotAllocator {
         self.writer_gen().info.stride as usize
     }
     fn overflow_policy(&self) -> OverflowPolicy {
-        self.info.policy
+        self.gen.info.policy
     }
     fn type_hash(&self) -> Option<[u8; 16]> {
-        Some(self.info.type_hash).filter(|h| h != &[0; 16])
+        Some(self.gen.info.type_hash).filter(|h| h != &[0; 16])
     }
     fn spin_budget(&self) -> Duration {
-        self.spin
+        self.gen.spin
     }
     fn ensure_capacity(&self, len: usize) -> Result<(), SlotError> {
         // A static ring is its one generation: no chain to walk (this runs
         // on every transport send).
-        if self.info.growth == GrowthStrategy::Static {
-            let capacity = self.info.capacity as usize;
+        if self.gen.info.growth == GrowthStrategy::Static {
+            let capacity = self.gen.info.capacity as usize;
             return if len <= capacity { Ok(()) } else { Err(SlotError::SampleTooLarge { sample: len, slot_capacity: capacity }) };
         }
         self.grow_for(len)
     }
     fn notify_generation(&self) -> u64 {
-        u64::from(self.newest().0.ring().data_epoch())
+        u64::from(self.gen.newest().0.ring().data_epoch())
     }
     fn wait_for_change(&self, last: u64, timeout: Duration) {
-        self.newest().0.ring().wait_data(last as u32, timeout.min(PARK_SLICE));
+        self.gen.newest().0.ring().wait_data(last as u32, timeout.min(PARK_SLICE));
         // The next empty poll looks at liveness (if due).
-        self.idle_polls.store(63, Ordering::Relaxed);
-        let mut n = self.next.get();
+        self.gen.idle_polls.store(63, Ordering::Relaxed);
+        let mut n = self.gen.next.get();
         while let Some(x) = n {
             x.idle_polls.store(63, Ordering::Relaxed);
             n = x.next.get();
@@ -217,10 +217,10 @@ impl PosixSlotAllocator {
     fn reserve_slot_in_chain(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
         for _ in 0..=layout::MAX_GENERATIONS {
             let d = self.depths.writer.load(Ordering::Relaxed);
-            match self.at_depth(d)?.reserve_slot_local(active_readers_mask) {
+            match self.gen.at_depth(d)?.reserve_slot_local(active_readers_mask) {
                 Ok(h) => return Ok(grow::join(d, h)),
                 // This generation moved (or is moving): go on in the next.
-                Err(SlotError::NoFreeSlot) if self.at_depth(d)?.chain_flags() != 0 => self.follow_writer(d)?,
+                Err(SlotError::NoFreeSlot) if self.gen.at_depth(d)?.chain_flags() != 0 => self.follow_writer(d)?,
                 Err(e) => return Err(e),
             }
         }
@@ -249,10 +249,10 @@ impl PosixSlotAllocator {
     fn reserve_loan_in_chain(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
         for _ in 0..=layout::MAX_GENERATIONS {
             let d = self.depths.writer.load(Ordering::Relaxed);
-            match self.at_depth(d)?.reserve_loan_local(active_readers_mask) {
+            match self.gen.at_depth(d)?.reserve_loan_local(active_readers_mask) {
                 Ok((h, ptr, len)) => return Ok((grow::join(d, h), ptr, len)),
                 // This generation moved (or is moving): go on in the next.
-                Err(SlotError::NoFreeSlot) if self.at_depth(d)?.chain_flags() != 0 => self.follow_writer(d)?,
+                Err(SlotError::NoFreeSlot) if self.gen.at_depth(d)?.chain_flags() != 0 => self.follow_writer(d)?,
                 Err(e) => return Err(e),
             }
         }
@@ -263,7 +263,7 @@ impl PosixSlotAllocator {
     fn next_unread_read_in_chain(&self, reader_index: u8) -> Result<Option<(SlotHandle, *const u8, usize)>, SlotError> {
         for _ in 0..=layout::MAX_GENERATIONS {
             let d = self.reader_depth(reader_index);
-            let g = self.at_depth(d)?;
+            let g = self.gen.at_depth(d)?;
             match g.next_unread_read_local(reader_index) {
                 Ok(Some((h, ptr, len))) => return Ok(Some((grow::join(d, h), ptr, len))),
                 Ok(None) | Err(SlotError::WritersGone) if g.info.growth != GrowthStrategy::Static && g.moved_past(reader_index) => self.follow_reader(reader_index, d)?,
@@ -277,7 +277,7 @@ impl PosixSlotAllocator {
     fn next_unread_slot_in_chain(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
         for _ in 0..=layout::MAX_GENERATIONS {
             let d = self.reader_depth(reader_index);
-            let g = self.at_depth(d)?;
+            let g = self.gen.at_depth(d)?;
             match g.next_unread_slot_local(reader_index) {
                 Ok(Some(h)) => return Ok(Some(grow::join(d, h))),
                 Ok(None) | Err(SlotError::WritersGone) if g.info.growth != GrowthStrategy::Static && g.moved_past(reader_index) => self.follow_reader(reader_index, d)?,
@@ -299,19 +299,17 @@ impl PosixSlotAllocator {
     /// generation (the hot path of a static ring pays one predicted branch).
     #[inline(always)]
     pub(super) fn static_ring(&self) -> bool {
-        self.info.growth == GrowthStrategy::Static
+        self.gen.info.growth == GrowthStrategy::Static
     }
-
 
     /// The generation a slot handle belongs to, and the handle in it.
     #[inline]
-    pub(super) fn gen_of(&self, handle: SlotHandle) -> Result<(&Self, SlotHandle), SlotError> {
+    pub(super) fn gen_of(&self, handle: SlotHandle) -> Result<(&Generation, SlotHandle), SlotError> {
         let (d, h) = grow::split(handle);
         // No such generation: the handle as given is out of this one's
         // range, and its calls fail as for any out-of-range index.
-        Ok(self.at_depth(d).map_or((self, handle), |g| (g, h)))
+        Ok(self.gen.at_depth(d).map_or((&self.gen, handle), |g| (g, h)))
     }
-
 
     /// The generation (depth) reader `r` reads in.
     #[inline]
@@ -319,13 +317,11 @@ impl PosixSlotAllocator {
         self.depths.readers.get(usize::from(r)).map_or(0, |d| u32::from(d.load(Ordering::Relaxed)))
     }
 
-
     /// The generation this handle's writer reserves in.
     #[inline]
-    pub(super) fn writer_gen(&self) -> &Self {
-        self.at_depth(self.depths.writer.load(Ordering::Relaxed)).unwrap_or(self)
+    pub(super) fn writer_gen(&self) -> &Generation {
+        self.gen.at_depth(self.depths.writer.load(Ordering::Relaxed)).unwrap_or(&self.gen)
     }
-
 
     /// Reserves a loan with room for `len` bytes: as
     /// [`SlotBackend::reserve_loan`], after growing a ring created with a
@@ -349,7 +345,6 @@ impl PosixSlotAllocator {
         }
         Ok((h, ptr, cap))
     }
-
 
     /// The generation of the ring this handle writes in (0 until the ring
     /// first grew), and how many generations this handle has mapped.

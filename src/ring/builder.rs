@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{GrowthStrategy, PosixSlotAllocator};
+use super::{Generation, GrowthStrategy, PosixSlotAllocator};
 
 use crate::backend::{OverflowPolicy, DEFAULT_SPIN};
 use crate::error::OpenError;
@@ -117,7 +117,7 @@ impl PosixSlotAllocatorBuilder {
     /// system errors (`WouldBlock`: another process is removing the stale
     /// segment there right now).
     pub fn create(self, flink_path: impl AsRef<Path>) -> Result<PosixSlotAllocator, OpenError> {
-        PosixSlotAllocator::create_with(self, flink_path.as_ref())
+        Generation::create_with(self, flink_path.as_ref()).map(PosixSlotAllocator::over)
     }
 
     /// Attaches to the ring published at `flink_path` or, when there is

@@ -1,15 +1,148 @@
-//! The ring operations on one generation alone (the `SlotBackend` impl in
-//! `backend` picks the generation and follows moves).
+//! One generation of a ring: the mapped object with this handle's locks and
+//! entries in it, what leaving it does, and the ring operations on it alone
+//! (the `SlotBackend` impl in `backend` picks the generation and follows a
+//! growing ring's moves).
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use memmap2::MmapRaw;
 
 use super::layout;
-use super::{GrowthStrategy, PosixSlotAllocator};
+use super::view::{FloorCell, FutexParker};
+use super::{status, GrowthStrategy, NO_WRITER, SegmentInfo};
 
 use crate::backend::{ReaderMask, SlotHandle, SlotHeader};
 use crate::error::SlotError;
+use crate::protocol::{RingView, WriterEntry};
+use crate::segment::leave::leave_segment;
+use crate::segment::reclaim::chain_held;
 use crate::segment::liveness as lock;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
-impl PosixSlotAllocator {
+/// One generation of a ring, mapped: the object, this handle's locks and
+/// entries in it, and the protocol's view of it. A static ring is one
+/// generation; a growing ring's handle follows a chain of them (`next`,
+/// see `grow`).
+pub(crate) struct Generation {
+    /// The protocol's view of the mapping, built once (the hot calls use it
+    /// through one pointer instead of assembling a view per call). Its
+    /// references point into `map` and `cursor_floor`, which this handle owns
+    /// and which never move; [`ring`](Self::ring) hands them out only for the
+    /// lifetime of `&self`. First field, so it is dropped before them.
+    pub(super) view: RingView<'static, FutexParker>,
+    pub(super) map: MmapRaw,
+    /// The object, mapped; liveness tests go through this descriptor.
+    pub(super) file: File,
+    /// A second open of the object that holds this handle's locks.
+    pub(super) locks: File,
+    pub(super) writers: NonNull<WriterEntry>,
+    pub(super) slots: NonNull<u8>,
+    pub(super) info: SegmentInfo,
+    pub(super) flink_path: PathBuf,
+    pub(super) segment_name: String,
+    pub(super) owner: bool,
+    /// Created with `remove_on_drop(false)`: the creator leaves like any
+    /// attached handle (the last one out removes the segment).
+    pub(super) shared: bool,
+    pub(super) spin: Duration,
+    /// This handle's writer entry, `NO_WRITER` until its first reservation.
+    pub(super) writer: AtomicU32,
+    /// Serialises this handle's lock-table changes (claiming a writer entry,
+    /// registering and unregistering readers): its threads share one open
+    /// file description, on which one thread's unlock would drop another's
+    /// lock of the same byte.
+    pub(super) lock_table: parking_lot::Mutex<()>,
+    /// Reader entries this handle registered (it holds their locks).
+    pub(super) my_readers: AtomicU64,
+    /// `coarse_ms` before which no liveness check of a reader runs.
+    pub(super) next_read_check_ms: AtomicU64,
+    /// `coarse_ms` before which no liveness check of a writer runs.
+    pub(super) next_write_check_ms: AtomicU64,
+    /// Empty polls since the last look at the clock.
+    pub(super) idle_polls: AtomicU32,
+    /// Owns the word `view.cursor_floor` points at (see
+    /// `RingView::cursor_floor`); only its drop uses it.
+    pub(super) _cursor_floor: FloorCell,
+    /// The process that opened this handle: a copy in a `fork`ed child only
+    /// unmaps on drop (its locks and entries are the parent's).
+    pub(super) pid: u32,
+    /// This generation's object id (the random part of its name).
+    pub(super) id: u64,
+    /// A growing ring's next generation, once this one moved and this
+    /// handle followed (see `grow`); a full handle of its own.
+    pub(super) next: std::sync::OnceLock<Box<Generation>>,
+    /// Serialises mapping the next generation.
+    pub(super) grow_lock: parking_lot::Mutex<()>,
+    /// This handle holds the creator's lock of this generation (the
+    /// creator's, and the generations it followed into).
+    pub(super) holds_creator: bool,
+}
+
+// SAFETY: the pointers point into `map` or the floor cell, which live as
+// long as `self`; all shared state behind them is atomics, accessed through
+// the protocol.
+unsafe impl Send for Generation {}
+// SAFETY: as above; `&self` methods only touch atomics and loan-owned bytes.
+unsafe impl Sync for Generation {}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PosixSlotAllocator")
+            .field("flink_path", &self.flink_path)
+            .field("segment", &self.segment_name)
+            .field("info", &self.info)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A `fork`ed copy: the entries, locks and segment are the
+            // parent's. Only unmap.
+            return;
+        }
+        let ring = self.ring();
+        let w = self.writer.load(Ordering::Relaxed);
+        if w != NO_WRITER {
+            // Loans a caller never committed nor discarded must not block
+            // readers: skip them, then free the entry, then its lock.
+            let _ = ring.skip_loans_of(w as u8, None, &|_| false);
+            self.writers().free(w as u8);
+        }
+        let mut mine = self.my_readers.load(Ordering::Relaxed);
+        while mine != 0 {
+            let r = mine.trailing_zeros() as u8;
+            mine &= mine - 1;
+            let _ = ring.unregister(r);
+        }
+        // A static ring's drop reads nothing more from the mapping (a hostile
+        // process may have truncated the object under it: any read would
+        // fault).
+        let growing = self.info.growth != GrowthStrategy::Static;
+        if self.owner {
+            // The owner (only ever the handle the caller holds, never one of
+            // its later generations) removes the whole ring: every generation.
+            let names = if growing { self.chain_names() } else { vec![self.segment_name.clone()] };
+            leave_segment(&self.flink_path, &names, &self.locks, true);
+        } else if growing && self.chain_flags() & layout::CHAIN_MOVED != 0 {
+            // An old generation of a growing ring: it goes when its last
+            // reader has moved on, whoever is attached.
+            self.release_if_unread();
+        } else if !chain_held(self.info.predecessor, status::predecessor_of) {
+            // (A reader still in an older generation is a participant too:
+            // it arrives here later, and the last one out removes it.)
+            leave_segment(&self.flink_path, std::slice::from_ref(&self.segment_name), &self.locks, false);
+        }
+        // Closing `locks` drops every lock this handle held.
+    }
+}
+
+impl Generation {
     /// Reserves in this generation. A growing ring's generation that moved
     /// (or started moving) refuses with `NoFreeSlot` and its chain flags
     /// set: the caller follows to the next generation (see `backend`).

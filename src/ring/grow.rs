@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use super::layout::{Layout, CHAIN_MOVED, CHAIN_MOVING, MAX_GENERATIONS};
 use super::open::{config, NewSegment};
-use super::{flink, lock, FlinkInfo, PosixSlotAllocator};
+use super::{flink, lock, FlinkInfo, Generation, PosixSlotAllocator};
 
 use crate::backend::SlotHandle;
 use crate::error::{OpenError, SlotError};
@@ -171,7 +171,7 @@ impl Depths {
     }
 }
 
-impl PosixSlotAllocator {
+impl Generation {
     /// The generation `depth` below this (root) handle.
     #[inline]
     pub(crate) fn at_depth(&self, depth: u32) -> Result<&Self, SlotError> {
@@ -269,42 +269,6 @@ impl PosixSlotAllocator {
         Ok(self.next.get().expect("just set"))
     }
 
-    /// Root: the writer's generation moved (a claim was discarded, or the
-    /// move was seen before claiming): go on in the next one.
-    #[cold]
-    pub(crate) fn follow_writer(&self, depth: u32) -> Result<(), SlotError> {
-        let g = self.at_depth(depth)?;
-        g.wait_moved()?;
-        g.successor()?;
-        let _ = self.depths.writer.compare_exchange(depth, depth + 1, Ordering::Relaxed, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Root: reader `r` read everything of generation `depth`: take its
-    /// entry in the next one, then leave this one.
-    #[cold]
-    pub(crate) fn follow_reader(&self, r: u8, depth: u32) -> Result<(), SlotError> {
-        let g = self.at_depth(depth)?;
-        let next = g.successor()?;
-        {
-            let _t = next.lock_table.lock();
-            let byte = lock::READER_BASE + u64::from(r);
-            if !next.take_byte(byte) {
-                return Err(generation_err("follow", format!("the lock of reader {r} in {} is held by another process", next.segment_name)));
-            }
-            if !next.ring().adopt(r, std::process::id(), g.ring()) {
-                next.drop_byte(byte);
-                return Err(generation_err("follow", format!("reader {r} was not carried over to {} (judged dead, or registered while the ring moved)", next.segment_name)));
-            }
-            next.my_readers.fetch_or(1 << r, Ordering::Relaxed);
-        }
-        // Arrived: only now leave the old generation (see the module doc).
-        let _ = g.unregister_local(r);
-        g.release_if_unread();
-        self.depths.readers[usize::from(r)].store((depth + 1) as u8, Ordering::Relaxed);
-        Ok(())
-    }
-
     /// Waits until a move started here is published (`CHAIN_MOVED`); takes
     /// over from a mover that died (its `GROW` lock is free again).
     pub(crate) fn wait_moved(&self) -> Result<(), SlotError> {
@@ -324,27 +288,6 @@ impl PosixSlotAllocator {
             }
             std::thread::sleep(MOVE_POLL);
         }
-    }
-
-    /// Root: makes room for a sample of `len` bytes in the writer's
-    /// generation, growing the ring if its strategy allows.
-    pub(crate) fn grow_for(&self, len: usize) -> Result<(), SlotError> {
-        for _ in 0..=MAX_GENERATIONS {
-            let depth = self.depths.writer.load(Ordering::Relaxed);
-            let g = self.at_depth(depth)?;
-            let fits = len <= g.info.capacity as usize;
-            if g.info.growth == GrowthStrategy::Static {
-                return if fits { Ok(()) } else { Err(SlotError::SampleTooLarge { sample: len, slot_capacity: g.info.capacity as usize }) };
-            }
-            if fits && g.chain_flags() == 0 {
-                return Ok(());
-            }
-            if g.chain_flags() == 0 {
-                g.move_to(len)?;
-            }
-            self.follow_writer(depth)?;
-        }
-        Err(generation_err("grow", "the ring kept moving under this writer"))
     }
 
     /// Moves this generation to a successor with room for `len` bytes (or
@@ -513,5 +456,66 @@ impl PosixSlotAllocator {
             }
         }
         names
+    }
+}
+
+/// The handle's side of growth: growing the ring for a sample, and moving
+/// its writer or a reader on to the next generation.
+impl PosixSlotAllocator {
+    /// Root: the writer's generation moved (a claim was discarded, or the
+    /// move was seen before claiming): go on in the next one.
+    #[cold]
+    pub(crate) fn follow_writer(&self, depth: u32) -> Result<(), SlotError> {
+        let g = self.gen.at_depth(depth)?;
+        g.wait_moved()?;
+        g.successor()?;
+        let _ = self.depths.writer.compare_exchange(depth, depth + 1, Ordering::Relaxed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Root: reader `r` read everything of generation `depth`: take its
+    /// entry in the next one, then leave this one.
+    #[cold]
+    pub(crate) fn follow_reader(&self, r: u8, depth: u32) -> Result<(), SlotError> {
+        let g = self.gen.at_depth(depth)?;
+        let next = g.successor()?;
+        {
+            let _t = next.lock_table.lock();
+            let byte = lock::READER_BASE + u64::from(r);
+            if !next.take_byte(byte) {
+                return Err(generation_err("follow", format!("the lock of reader {r} in {} is held by another process", next.segment_name)));
+            }
+            if !next.ring().adopt(r, std::process::id(), g.ring()) {
+                next.drop_byte(byte);
+                return Err(generation_err("follow", format!("reader {r} was not carried over to {} (judged dead, or registered while the ring moved)", next.segment_name)));
+            }
+            next.my_readers.fetch_or(1 << r, Ordering::Relaxed);
+        }
+        // Arrived: only now leave the old generation (see the module doc).
+        let _ = g.unregister_local(r);
+        g.release_if_unread();
+        self.depths.readers[usize::from(r)].store((depth + 1) as u8, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Root: makes room for a sample of `len` bytes in the writer's
+    /// generation, growing the ring if its strategy allows.
+    pub(crate) fn grow_for(&self, len: usize) -> Result<(), SlotError> {
+        for _ in 0..=MAX_GENERATIONS {
+            let depth = self.depths.writer.load(Ordering::Relaxed);
+            let g = self.gen.at_depth(depth)?;
+            let fits = len <= g.info.capacity as usize;
+            if g.info.growth == GrowthStrategy::Static {
+                return if fits { Ok(()) } else { Err(SlotError::SampleTooLarge { sample: len, slot_capacity: g.info.capacity as usize }) };
+            }
+            if fits && g.chain_flags() == 0 {
+                return Ok(());
+            }
+            if g.chain_flags() == 0 {
+                g.move_to(len)?;
+            }
+            self.follow_writer(depth)?;
+        }
+        Err(generation_err("grow", "the ring kept moving under this writer"))
     }
 }

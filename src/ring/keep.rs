@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{grow, PosixSlotAllocator, PARK_SLICE};
+use super::{grow, PARK_SLICE, PosixSlotAllocator};
 
 use crate::backend::SlotHandle;
 use crate::error::SlotError;
@@ -55,7 +55,6 @@ impl PosixSlotAllocator {
         Ok(word.map(|word| Kept { handle, reader: reader_index, word }))
     }
 
-
     /// [`keep`](Self::keep), waiting up to `timeout` for this reader to give
     /// back a kept sample when it keeps its limit already. `Ok(None)` after
     /// the timeout, as from `keep`.
@@ -93,7 +92,6 @@ impl PosixSlotAllocator {
             }
         }
     }
-
 
     /// Gives back a sample [`keep`](Self::keep) kept: writers may reuse its
     /// slot from now on, so the payload must not be read any more.

@@ -16,14 +16,11 @@ pub(crate) mod status;
 mod validate;
 mod view;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 use std::time::Duration;
 
-use memmap2::MmapRaw;
-
 pub use builder::PosixSlotAllocatorBuilder;
+pub(crate) use generation::Generation;
 pub use grow::GrowthStrategy;
 pub use keep::Kept;
 pub use status::{Reaped, SegmentStatus};
@@ -33,16 +30,12 @@ pub use crate::segment::dir::default_discovery_dir;
 pub use crate::segment::flink::{FlinkInfo, SegmentKind};
 
 use layout::READERS_OFFSET;
-use view::{FloorCell, FutexParker};
 
 use crate::error::OpenError;
-use crate::protocol::{RingView, WriterEntry};
-use crate::segment::leave::{leave_segment, set_leaked};
+use crate::segment::leave::set_leaked;
 use crate::segment::name::shm_path;
 use crate::segment::object::SizeBounds;
-use crate::segment::reclaim::chain_held;
 use crate::segment::{flink, liveness as lock};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Longest single futex sleep of a blocking call: a peer that dies never
 /// wakes anybody, so blocked readers and writers look at liveness (and reap
@@ -61,8 +54,9 @@ const NO_WRITER: u32 = u32::MAX;
 ///
 /// Every participant holds a kernel lock on the object (see
 /// `segment::liveness`): the creator, every attached handle, every
-/// registered reader and every writer. The kernel drops them when a process dies, however it dies,
-/// so anyone can tell the dead from the living without trusting a pid:
+/// registered reader and every writer. The kernel drops them when a
+/// process dies, however it dies, so anyone can tell the dead from the
+/// living without trusting a pid:
 ///
 /// * a dead reader's entry is freed and its bits cleared, so `KeepAll`
 ///   writers waiting on it resume; a dead writer's open loans become skipped
@@ -83,85 +77,65 @@ const NO_WRITER: u32 = u32::MAX;
 /// participants alive until it exits. Such a child must not use the
 /// parent's handles (attach its own); dropping a copied handle only unmaps.
 pub struct PosixSlotAllocator {
-    /// The protocol's view of the mapping, built once (the hot calls use it
-    /// through one pointer instead of assembling a view per call). Its
-    /// references point into `map` and `cursor_floor`, which this handle owns
-    /// and which never move; [`ring`](Self::ring) hands them out only for the
-    /// lifetime of `&self`. First field, so it is dropped before them.
-    view: RingView<'static, FutexParker>,
-    map: MmapRaw,
-    /// The object, mapped; liveness tests go through this descriptor.
-    file: File,
-    /// A second open of the object that holds this handle's locks.
-    locks: File,
-    writers: NonNull<WriterEntry>,
-    slots: NonNull<u8>,
-    info: SegmentInfo,
-    flink_path: PathBuf,
-    segment_name: String,
-    owner: bool,
-    /// Created with `remove_on_drop(false)`: the creator leaves like any
-    /// attached handle (the last one out removes the segment).
-    shared: bool,
-    spin: Duration,
-    /// This handle's writer entry, `NO_WRITER` until its first reservation.
-    writer: AtomicU32,
-    /// Serialises this handle's lock-table changes (claiming a writer entry,
-    /// registering and unregistering readers): its threads share one open
-    /// file description, on which one thread's unlock would drop another's
-    /// lock of the same byte.
-    lock_table: parking_lot::Mutex<()>,
-    /// Reader entries this handle registered (it holds their locks).
-    my_readers: AtomicU64,
-    /// `coarse_ms` before which no liveness check of a reader runs.
-    next_read_check_ms: AtomicU64,
-    /// `coarse_ms` before which no liveness check of a writer runs.
-    next_write_check_ms: AtomicU64,
-    /// Empty polls since the last look at the clock.
-    idle_polls: AtomicU32,
-    /// Owns the word `view.cursor_floor` points at (see
-    /// `RingView::cursor_floor`); only its drop uses it.
-    _cursor_floor: FloorCell,
-    /// The process that opened this handle: a copy in a `fork`ed child only
-    /// unmaps on drop (its locks and entries are the parent's).
-    pid: u32,
-    /// This generation's object id (the random part of its name).
-    id: u64,
-    /// A growing ring's next generation, once this one moved and this
-    /// handle followed (see `grow`); a full handle of its own.
-    next: std::sync::OnceLock<Box<PosixSlotAllocator>>,
-    /// The handle the caller holds: which generation its writer and each of
-    /// its readers is in.
+    /// The ring as this handle opened it: a static ring's one generation,
+    /// or the first of the chain a growing ring's handle follows.
+    gen: Generation,
+    /// Which generation (depth in the chain) this handle's writer and each
+    /// of its readers is in; all 0 on a static ring.
     depths: grow::Depths,
-    /// Serialises mapping the next generation.
-    grow_lock: parking_lot::Mutex<()>,
-    /// This handle holds the creator's lock of this generation (the
-    /// creator's, and the generations it followed into).
-    holds_creator: bool,
 }
 
-// SAFETY: the pointers point into `map` or the floor cell, which live as
-// long as `self`; all shared state behind them is atomics, accessed through
-// the protocol.
-unsafe impl Send for PosixSlotAllocator {}
-// SAFETY: as above; `&self` methods only touch atomics and loan-owned bytes.
-unsafe impl Sync for PosixSlotAllocator {}
+impl PosixSlotAllocator {
+    /// The handle over a generation just created or attached.
+    fn over(gen: Generation) -> Self {
+        Self { gen, depths: grow::Depths::new() }
+    }
+
+    /// Frees what dead participants left behind: the entries of readers
+    /// whose processes died (their bits cleared, their pins dropped, so
+    /// `KeepAll` writers waiting on them resume) and of dead writers (their
+    /// open loans, and a claim they never stamped, become skipped sequences,
+    /// so readers move past them). Liveness is decided by the participants'
+    /// kernel locks, never by pids. Blocked calls and full rings do this on
+    /// their own; call it to do it now.
+    pub fn reap_dead(&self) -> Reaped {
+        self.gen.reap_dead()
+    }
+
+    /// Whether anyone can still write: the creator or a writer entry's owner
+    /// is alive.
+    pub fn writers_alive(&self) -> bool {
+        self.gen.writers_alive()
+    }
+
+    /// Whether the creator's process is alive (decided by its kernel lock:
+    /// one `fcntl`). For a transport this says whether the peer that owns
+    /// an input port still exists.
+    pub fn creator_alive(&self) -> bool {
+        self.gen.creator_alive()
+    }
+
+    /// Counts one sample this handle's writer gave up on because the ring
+    /// was full (a transport that never blocks drops it). Shown as the
+    /// writer's `dropped` by [`status`](Self::status) and `flink inspect`.
+    /// Does nothing before this handle's first reservation.
+    pub fn record_dropped(&self) {
+        self.gen.record_dropped();
+    }
+}
 
 impl PosixSlotAllocator {
-
     /// Who is attached and alive, the counters, and whether the segment is
     /// live or stale, as `flink inspect` shows it.
     pub fn status(&self) -> SegmentStatus {
         // SAFETY: the mapping holds `info.total_size` validated bytes.
-        unsafe { status::read_status(self.map.as_ptr(), &self.info, &self.file, &self.flink_path, &self.segment_name, self.is_leaked()) }
+        unsafe { status::read_status(self.gen.map.as_ptr(), &self.gen.info, &self.gen.file, &self.gen.flink_path, &self.gen.segment_name, self.is_leaked()) }
     }
-
 
     /// The flink file this ring was created or attached through.
     pub fn flink_path(&self) -> &Path {
-        &self.flink_path
+        &self.gen.flink_path
     }
-
 
     /// The OS object: `/dev/shm/shmslot.<uid>.<random>` (of a growing ring,
     /// the generation this handle writes in).
@@ -169,13 +143,12 @@ impl PosixSlotAllocator {
         shm_path(&self.writer_gen().segment_name)
     }
 
-
     /// The objects of every generation this handle has mapped, oldest
     /// first (one for a ring that never grew). Old ones may be removed
     /// already: a generation goes when its last reader has moved on.
     pub fn generation_paths(&self) -> Vec<PathBuf> {
-        let mut out = vec![shm_path(&self.segment_name)];
-        let mut n = self.next.get();
+        let mut out = vec![shm_path(&self.gen.segment_name)];
+        let mut n = self.gen.next.get();
         while let Some(g) = n {
             out.push(shm_path(&g.segment_name));
             n = g.next.get();
@@ -183,20 +156,17 @@ impl PosixSlotAllocator {
         out
     }
 
-
     /// The validated geometry.
     pub fn info(&self) -> &SegmentInfo {
-        &self.info
+        &self.gen.info
     }
-
 
     /// Whether dropping this handle removes the segment and flink file
     /// (the creator's handle, unless created with
     /// [`remove_on_drop(false)`](PosixSlotAllocatorBuilder::remove_on_drop)).
     pub fn is_owner(&self) -> bool {
-        self.owner
+        self.gen.owner
     }
-
 
     /// Leaves the segment in place when this handle drops, whoever drops
     /// last: the ring outlives its creator (and every other participant)
@@ -213,9 +183,8 @@ impl PosixSlotAllocator {
     /// [`OpenError`] when the flink file cannot be rewritten (it no longer
     /// names this segment, or a system error); nothing changed then.
     pub fn leak(&mut self) -> Result<(), OpenError> {
-        set_leaked(&self.flink_path, &self.segment_name, true)
+        set_leaked(&self.gen.flink_path, &self.gen.segment_name, true)
     }
-
 
     /// Takes over the duty to remove the segment: dropping this handle
     /// removes it (flink file and object), as the creator's would, and it is
@@ -225,77 +194,27 @@ impl PosixSlotAllocator {
     /// # Errors
     /// As [`leak`](Self::leak).
     pub fn own(&mut self) -> Result<(), OpenError> {
-        set_leaked(&self.flink_path, &self.segment_name, false)?;
-        self.owner = true;
-        self.shared = false;
+        set_leaked(&self.gen.flink_path, &self.gen.segment_name, false)?;
+        self.gen.owner = true;
+        self.gen.shared = false;
         Ok(())
     }
-
 
     /// Whether the flink file marks the segment leaked (see
     /// [`leak`](Self::leak)); read from the file now.
     pub fn is_leaked(&self) -> bool {
-        flink::read(&self.flink_path).is_ok_and(|f| f.segment_name == self.segment_name && f.leaked)
+        flink::read(&self.gen.flink_path).is_ok_and(|f| f.segment_name == self.gen.segment_name && f.leaked)
     }
-
 
     /// Sets this handle's spin budget for blocking calls.
     pub fn set_spin_budget(&mut self, spin: Duration) {
-        self.spin = spin;
+        self.gen.spin = spin;
     }
 }
 
 impl std::fmt::Debug for PosixSlotAllocator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PosixSlotAllocator")
-            .field("flink_path", &self.flink_path)
-            .field("segment", &self.segment_name)
-            .field("info", &self.info)
-            .field("owner", &self.owner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for PosixSlotAllocator {
-    fn drop(&mut self) {
-        if std::process::id() != self.pid {
-            // A `fork`ed copy: the entries, locks and segment are the
-            // parent's. Only unmap.
-            return;
-        }
-        let ring = self.ring();
-        let w = self.writer.load(Ordering::Relaxed);
-        if w != NO_WRITER {
-            // Loans a caller never committed nor discarded must not block
-            // readers: skip them, then free the entry, then its lock.
-            let _ = ring.skip_loans_of(w as u8, None, &|_| false);
-            self.writers().free(w as u8);
-        }
-        let mut mine = self.my_readers.load(Ordering::Relaxed);
-        while mine != 0 {
-            let r = mine.trailing_zeros() as u8;
-            mine &= mine - 1;
-            let _ = ring.unregister(r);
-        }
-        // A static ring's drop reads nothing more from the mapping (a hostile
-        // process may have truncated the object under it: any read would
-        // fault).
-        let growing = self.info.growth != GrowthStrategy::Static;
-        if self.owner {
-            // The owner (only ever the handle the caller holds, never one of
-            // its later generations) removes the whole ring: every generation.
-            let names = if growing { self.chain_names() } else { vec![self.segment_name.clone()] };
-            leave_segment(&self.flink_path, &names, &self.locks, true);
-        } else if growing && self.chain_flags() & layout::CHAIN_MOVED != 0 {
-            // An old generation of a growing ring: it goes when its last
-            // reader has moved on, whoever is attached.
-            self.release_if_unread();
-        } else if !chain_held(self.info.predecessor, status::predecessor_of) {
-            // (A reader still in an older generation is a participant too:
-            // it arrives here later, and the last one out removes it.)
-            leave_segment(&self.flink_path, std::slice::from_ref(&self.segment_name), &self.locks, false);
-        }
-        // Closing `locks` drops every lock this handle held.
+        std::fmt::Debug::fmt(&self.gen, f)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use byteorder::ByteOrder as _;
 
 use super::layout::{self, Layout, INIT_CREATING, INIT_READY, LAYOUT_VERSION, MAGIC};
-use super::{validate, GrowthStrategy, PosixSlotAllocator, PosixSlotAllocatorBuilder, SegmentInfo, SIZE_BOUNDS};
+use super::{validate, Generation, GrowthStrategy, PosixSlotAllocator, PosixSlotAllocatorBuilder, SegmentInfo, SIZE_BOUNDS};
 
 use crate::backend::{OverflowPolicy, DEFAULT_SPIN};
 use crate::discovery::clear_for_create;
@@ -52,17 +52,7 @@ pub(crate) struct NewSegment {
     pub start_notify_epoch: u32,
 }
 
-impl PosixSlotAllocator {
-
-    /// Creates a `KeepAll` ring with default options; see
-    /// [`PosixSlotAllocatorBuilder::create`].
-    ///
-    /// # Errors
-    /// As [`PosixSlotAllocatorBuilder::create`].
-    pub fn create(flink_path: impl AsRef<Path>, slot_count: usize, slot_capacity: usize) -> Result<Self, OpenError> {
-        Self::builder(slot_count, slot_capacity).create(flink_path)
-    }
-
+impl Generation {
 
     pub(super) fn create_with(b: PosixSlotAllocatorBuilder, flink_path: &Path) -> Result<Self, OpenError> {
         if b.slot_count == 0 || b.slot_count > layout::MAX_SLOT_COUNT as usize {
@@ -135,7 +125,6 @@ impl PosixSlotAllocator {
         }
         Ok(this)
     }
-
 
     /// Creates, maps and initialises a new object (named `name`, or a fresh
     /// random name; `O_EXCL`: a name taken is `AlreadyExists`); `extra`
@@ -211,25 +200,11 @@ impl PosixSlotAllocator {
         Ok(this)
     }
 
-
-    /// Attaches to the ring named by the flink file (a bare name is looked up
-    /// in the default discovery directory).
-    ///
-    /// # Errors
-    /// [`OpenError::Invalid`] with a [`ValidationError`] for a corrupt,
-    /// truncated, foreign or unfinished segment or flink file;
-    /// [`OpenError::Unsafe`] for a symlink, foreign owner or loose mode;
-    /// [`OpenError::Io`] when files are missing.
-    pub fn attach(flink_path: impl AsRef<Path>) -> Result<Self, OpenError> {
-        Self::attach_in(flink_path, None::<PathBuf>)
-    }
-
-
     /// As [`attach`](Self::attach), with bare names looked up in `dir`.
     ///
     /// # Errors
     /// As [`attach`](Self::attach).
-    pub fn attach_in(flink_path: impl AsRef<Path>, dir: Option<impl AsRef<Path>>) -> Result<Self, OpenError> {
+    pub(super) fn attach_in(flink_path: impl AsRef<Path>, dir: Option<impl AsRef<Path>>) -> Result<Self, OpenError> {
         let flink_path = resolve(flink_path.as_ref(), dir.as_ref().map(AsRef::as_ref), false)?;
         // A growing ring's flink file is replaced when the ring moves, and
         // the generation it named may be gone by the time we open it: read
@@ -247,7 +222,6 @@ impl PosixSlotAllocator {
         }
     }
 
-
     /// Attaches to object `name` (found through `flink_path`, or through
     /// the previous generation of a growing ring).
     pub(crate) fn attach_segment(name: &str, flink_path: PathBuf, spin: Duration) -> Result<Self, OpenError> {
@@ -262,5 +236,36 @@ impl PosixSlotAllocator {
         this.reset_cursor_floor();
         membarrier::register();
         Ok(this)
+    }
+}
+
+impl PosixSlotAllocator {
+    /// Creates a `KeepAll` ring with default options; see
+    /// [`PosixSlotAllocatorBuilder::create`].
+    ///
+    /// # Errors
+    /// As [`PosixSlotAllocatorBuilder::create`].
+    pub fn create(flink_path: impl AsRef<Path>, slot_count: usize, slot_capacity: usize) -> Result<Self, OpenError> {
+        Self::builder(slot_count, slot_capacity).create(flink_path)
+    }
+
+    /// Attaches to the ring named by the flink file (a bare name is looked up
+    /// in the default discovery directory).
+    ///
+    /// # Errors
+    /// [`OpenError::Invalid`] with a [`ValidationError`] for a corrupt,
+    /// truncated, foreign or unfinished segment or flink file;
+    /// [`OpenError::Unsafe`] for a symlink, foreign owner or loose mode;
+    /// [`OpenError::Io`] when files are missing.
+    pub fn attach(flink_path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::attach_in(flink_path, None::<PathBuf>)
+    }
+
+    /// As [`attach`](Self::attach), with bare names looked up in `dir`.
+    ///
+    /// # Errors
+    /// As [`attach`](Self::attach).
+    pub fn attach_in(flink_path: impl AsRef<Path>, dir: Option<impl AsRef<Path>>) -> Result<Self, OpenError> {
+        Generation::attach_in(flink_path, dir).map(Self::over)
     }
 }

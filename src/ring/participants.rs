@@ -2,7 +2,7 @@
 //! through the segment's kernel locks, and reaping what dead participants
 //! left (through the protocol's reader and writer tables).
 
-use super::{PosixSlotAllocator, Reaped, CHECK_INTERVAL_MS, NO_WRITER};
+use super::{Generation, Reaped, CHECK_INTERVAL_MS, NO_WRITER};
 
 use crate::backend::SlotHandle;
 use crate::error::SlotError;
@@ -10,7 +10,7 @@ use crate::segment::liveness as lock;
 use crate::sync::{AtomicU64, Ordering};
 use crate::sys::clock::coarse_ms;
 
-impl PosixSlotAllocator {
+impl Generation {
 
     /// This handle's writer entry, claimed on first use (reaping dead
     /// writers if every entry is taken).
@@ -36,14 +36,12 @@ impl PosixSlotAllocator {
         Ok(w)
     }
 
-
     /// Claims a free writer entry (see `WriterTable::claim`).
     pub(super) fn claim_writer_entry(&self) -> Option<u8> {
         let write_seq = self.ring().write_seq();
         let byte = |w: u8| lock::WRITER_BASE + u64::from(w);
         self.writers().claim(std::process::id(), write_seq, &mut |w| self.take_byte(byte(w)), &mut |w| self.drop_byte(byte(w)))
     }
-
 
     /// Frees what dead participants left behind: the entries of readers
     /// whose processes died (their bits cleared, their pins dropped, so
@@ -52,11 +50,10 @@ impl PosixSlotAllocator {
     /// so readers move past them). Liveness is decided by the participants'
     /// kernel locks, never by pids. Blocked calls and full rings do this on
     /// their own; call it to do it now.
-    pub fn reap_dead(&self) -> Reaped {
+    pub(crate) fn reap_dead(&self) -> Reaped {
         let _g = self.lock_table.lock();
         self.reap_dead_locked()
     }
-
 
     /// [`reap_dead`](Self::reap_dead), with `lock_table` held by the caller.
     ///
@@ -86,34 +83,29 @@ impl PosixSlotAllocator {
         out
     }
 
-
     /// Takes a lock byte on this handle's descriptor (`lock_table` held).
     pub(super) fn take_byte(&self, byte: u64) -> bool {
         lock::set(&self.locks, lock::Kind::Write, byte, 1).unwrap_or(false)
     }
-
 
     /// Drops a lock byte this handle took (`lock_table` held).
     pub(super) fn drop_byte(&self, byte: u64) {
         let _ = lock::set(&self.locks, lock::Kind::Unlock, byte, 1);
     }
 
-
     /// Whether anyone can still write: the creator or a writer entry's owner
     /// is alive.
-    pub fn writers_alive(&self) -> bool {
+    pub(crate) fn writers_alive(&self) -> bool {
         lock::alive(&self.file, lock::CREATOR)
             || self.writers().any_alive(&|w| lock::alive(&self.file, lock::WRITER_BASE + u64::from(w)))
     }
 
-
     /// Whether the creator's process is alive (decided by its kernel lock:
     /// one `fcntl`). For a transport this says whether the peer that owns
     /// an input port still exists.
-    pub fn creator_alive(&self) -> bool {
+    pub(crate) fn creator_alive(&self) -> bool {
         lock::alive(&self.file, lock::CREATOR)
     }
-
 
     /// True at most once per `CHECK_INTERVAL_MS` per handle and side (so a
     /// busy reader thread does not use up a blocked writer's checks).
@@ -122,7 +114,6 @@ impl PosixSlotAllocator {
         let next = next_ms.load(Ordering::Relaxed);
         now >= next && next_ms.compare_exchange(next, now + CHECK_INTERVAL_MS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
-
 
     /// A reader found nothing. Looks at the clock every 64 empty polls only
     /// (a parked call resets the count, so it looks right after waking).
@@ -135,7 +126,6 @@ impl PosixSlotAllocator {
         }
         self.idle(reader_index)
     }
-
 
     /// A reader found nothing: now and then, see whether it waits on a dead
     /// writer (reap it, and look again) or on nobody at all.
@@ -160,12 +150,11 @@ impl PosixSlotAllocator {
         Ok(None)
     }
 
-
     /// Counts one sample this handle's writer gave up on because the ring
     /// was full (a transport that never blocks drops it). Shown as the
     /// writer's `dropped` by [`status`](Self::status) and `flink inspect`.
     /// Does nothing before this handle's first reservation.
-    pub fn record_dropped(&self) {
+    pub(crate) fn record_dropped(&self) {
         let w = self.writer.load(Ordering::Relaxed);
         if w != NO_WRITER {
             self.writers().count_dropped(w as u8);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use memmap2::MmapRaw;
 
 use super::layout::{self, Layout, SegmentHeader, CONTROL_OFFSET, READERS_OFFSET};
-use super::{grow, PosixSlotAllocator, SegmentInfo, NO_WRITER};
+use super::{Generation, SegmentInfo, NO_WRITER};
 
 use crate::protocol::{Control, Geometry, Parker, ReaderEntry, RingView, SlotArray, WriterTable};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
@@ -53,7 +53,7 @@ impl Parker for FutexParker {
     }
 }
 
-impl PosixSlotAllocator {
+impl Generation {
 
     /// # Safety
     /// `map` must be at least `info.total_size` bytes and laid out by `info`.
@@ -110,12 +110,10 @@ impl PosixSlotAllocator {
             pid: std::process::id(),
             id: crate::segment::name::id_of(&segment_name_for_id),
             next: std::sync::OnceLock::new(),
-            depths: grow::Depths::new(),
             grow_lock: parking_lot::Mutex::new(()),
             holds_creator: false,
         }
     }
-
 
     /// Starts the cursor floor far behind `write_seq`: no lower bound known.
     pub(super) fn reset_cursor_floor(&self) {
@@ -123,13 +121,11 @@ impl PosixSlotAllocator {
         self.ring().cursor_floor.store(ws.wrapping_sub(1 << 62), Ordering::Release);
     }
 
-
     pub(super) fn header(&self) -> &SegmentHeader {
         // SAFETY: offset 0 of a mapping of at least HEADER_SIZE bytes, page
         // aligned; atomics only.
         unsafe { &*self.map.as_ptr().cast::<SegmentHeader>() }
     }
-
 
     /// The protocol over this handle's mapping.
     #[inline]
@@ -137,13 +133,11 @@ impl PosixSlotAllocator {
         &self.view
     }
 
-
     pub(super) fn writers(&self) -> WriterTable<'_> {
         // SAFETY: `max_writers` entries at `writers_offset`, inside the
         // mapping; atomics only.
         WriterTable(unsafe { std::slice::from_raw_parts(self.writers.as_ptr(), self.info.max_writers as usize) })
     }
-
 
     #[inline]
     pub(super) fn payload(&self, index: u32) -> *mut u8 {
