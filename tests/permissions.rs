@@ -476,6 +476,35 @@ fn discovery_dir_that_is_a_file_is_refused() {
     fs::remove_file(&file).unwrap();
 }
 
+/// A flink path in a directory that does not exist yet: a create makes that
+/// directory, 0700 (one level: a missing parent is an error naming the
+/// directory it could not make, and nothing is created); an attach makes
+/// nothing.
+#[test]
+fn missing_final_directory_of_a_flink_path_is_created_private() {
+    let dir = TestDir::new("mkdir");
+    let sub = dir.path().join("rings");
+    let flink = sub.join("cam");
+    match PosixSlotAllocator::attach(&flink) {
+        Err(OpenError::Io { path, source, .. }) => assert!(path == sub && source.kind() == std::io::ErrorKind::NotFound, "{path:?}: {source}"),
+        other => panic!("attach in a missing directory: {other:?}"),
+    }
+    assert!(!sub.exists(), "attach made the directory");
+    let ring = builder().create(&flink).expect("create in a missing directory");
+    assert_eq!(mode_of(&sub), 0o700);
+    drop(PosixSlotAllocator::attach(&flink).expect("attach there"));
+    drop(ring);
+    assert!(!flink.exists(), "the creator's drop removes its flink file");
+    fs::remove_dir(&sub).unwrap();
+
+    let deep = dir.path().join("a").join("b");
+    match builder().create(deep.join("cam")) {
+        Err(OpenError::Io { path, source, .. }) => assert!(path == deep && source.kind() == std::io::ErrorKind::NotFound, "{path:?}: {source}"),
+        other => panic!("create two levels down: {other:?}"),
+    }
+    assert!(!dir.path().join("a").exists(), "a missing parent was created");
+}
+
 /// A directory at the flink path: create says it exists (and leaves it
 /// alone), attach by bare name refuses it as not a regular file (attach by
 /// full path is covered in `tests/corrupt.rs`).

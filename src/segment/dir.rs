@@ -27,7 +27,7 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), OpenError> {
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(source) => return Err(OpenError::Io { op: "create discovery directory", path: dir.to_owned(), source }),
+        Err(source) => return Err(OpenError::Io { op: "create directory (its parent must exist)", path: dir.to_owned(), source }),
     }
     check_dir(dir)
 }
@@ -63,9 +63,11 @@ pub(crate) fn check_dir(dir: &Path) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// Where a flink file lives: a bare name goes into the discovery directory
-/// (created if `create_dir`), a path is used as given. Either directory is
-/// checked: not a symlink, ours, not group/other writable.
+/// Where a flink file lives: a bare name goes into the discovery directory,
+/// a path is used as given. With `create_dir` (a create) the directory is
+/// made, 0700, when it is missing (its parent must exist: one level, never
+/// a whole path); either way it is checked: not a symlink, ours, not
+/// group/other writable.
 pub(crate) fn resolve(flink_path: &Path, dir: Option<&Path>, create_dir: bool) -> Result<PathBuf, OpenError> {
     let bare = flink_path.components().count() == 1 && !flink_path.is_absolute();
     if bare && !flink_path.as_os_str().as_encoded_bytes().contains(&b'/') {
@@ -78,7 +80,11 @@ pub(crate) fn resolve(flink_path: &Path, dir: Option<&Path>, create_dir: bool) -
         Ok(dir.join(flink_path))
     } else {
         if let Some(parent) = flink_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            check_dir(parent)?;
+            if create_dir {
+                ensure_dir(parent)?;
+            } else {
+                check_dir(parent)?;
+            }
         }
         Ok(flink_path.to_owned())
     }
