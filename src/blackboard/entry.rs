@@ -37,15 +37,14 @@
 use std::marker::PhantomData;
 use std::mem::{size_of, MaybeUninit};
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use linux_futex::{Futex, Shared};
 
 use super::error::BlackboardError;
 use super::layout::{EntryState, BUFFERS};
 use super::segment::Segment;
+use crate::sys::futex;
 use crate::Pod;
 
 /// How often a reader tries to copy a consistent value before it gives up
@@ -72,12 +71,6 @@ impl std::fmt::Display for EntryId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "#{}", self.0)
     }
-}
-
-fn futex(word: &AtomicU32) -> &Futex<Shared> {
-    // SAFETY: `Futex<Shared>` is `#[repr(transparent)]` over `AtomicU32`
-    // (plus a zero-sized marker), so the reference cast is layout-exact.
-    unsafe { &*std::ptr::from_ref(word).cast::<Futex<Shared>>() }
 }
 
 /// Copies `size` bytes from shared memory with atomic word loads.
@@ -167,8 +160,7 @@ pub(crate) fn wait_for_change(st: &EntryState, last: u64, timeout: Duration) -> 
         fence(Ordering::SeqCst);
         let g = st.epoch.load(Ordering::Relaxed);
         if st.version.load(Ordering::Relaxed) == last {
-            // WrongValue, Interrupted and TimedOut all mean "look again".
-            let _ = futex(&st.epoch).wait_for(g, left);
+            futex::wait(&st.epoch, g, left);
         }
         st.waiters.fetch_sub(1, Ordering::Relaxed);
     }
@@ -278,7 +270,7 @@ impl<V: Pod> EntryWriter<V> {
         // waiter is registered.
         fence(Ordering::SeqCst);
         if st.waiters.load(Ordering::Relaxed) != 0 {
-            futex(&st.epoch).wake(i32::MAX);
+            futex::wake_all(&st.epoch);
         }
         v
     }
