@@ -215,16 +215,7 @@ impl SlotBackend for PosixSlotAllocator {
 impl PosixSlotAllocator {
     #[inline(never)]
     fn reserve_slot_in_chain(&self, active_readers_mask: ReaderMask) -> Result<SlotHandle, SlotError> {
-        for _ in 0..=layout::MAX_GENERATIONS {
-            let d = self.depths.writer.load(Ordering::Relaxed);
-            match self.gen.at_depth(d)?.reserve_slot_local(active_readers_mask) {
-                Ok(h) => return Ok(grow::join(d, h)),
-                // This generation moved (or is moving): go on in the next.
-                Err(SlotError::NoFreeSlot) if self.gen.at_depth(d)?.chain_flags() != 0 => self.follow_writer(d)?,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(SlotError::NoFreeSlot)
+        self.reserve_loan_in_chain(active_readers_mask).map(|(h, _, _)| h)
     }
 
     #[inline(never)]
@@ -249,10 +240,11 @@ impl PosixSlotAllocator {
     fn reserve_loan_in_chain(&self, active_readers_mask: ReaderMask) -> Result<(SlotHandle, *mut u8, usize), SlotError> {
         for _ in 0..=layout::MAX_GENERATIONS {
             let d = self.depths.writer.load(Ordering::Relaxed);
-            match self.gen.at_depth(d)?.reserve_loan_local(active_readers_mask) {
+            let g = self.gen.at_depth(d)?;
+            match g.reserve_loan_local(active_readers_mask) {
                 Ok((h, ptr, len)) => return Ok((grow::join(d, h), ptr, len)),
                 // This generation moved (or is moving): go on in the next.
-                Err(SlotError::NoFreeSlot) if self.gen.at_depth(d)?.chain_flags() != 0 => self.follow_writer(d)?,
+                Err(SlotError::NoFreeSlot) if g.chain_flags() != 0 => self.follow_writer(d)?,
                 Err(e) => return Err(e),
             }
         }
@@ -275,16 +267,7 @@ impl PosixSlotAllocator {
 
     #[inline(never)]
     fn next_unread_slot_in_chain(&self, reader_index: u8) -> Result<Option<SlotHandle>, SlotError> {
-        for _ in 0..=layout::MAX_GENERATIONS {
-            let d = self.reader_depth(reader_index);
-            let g = self.gen.at_depth(d)?;
-            match g.next_unread_slot_local(reader_index) {
-                Ok(Some(h)) => return Ok(Some(grow::join(d, h))),
-                Ok(None) | Err(SlotError::WritersGone) if g.info.growth != GrowthStrategy::Static && g.moved_past(reader_index) => self.follow_reader(reader_index, d)?,
-                other => return other,
-            }
-        }
-        Ok(None)
+        Ok(self.next_unread_read_in_chain(reader_index)?.map(|(h, _, _)| h))
     }
 
     #[inline(never)]
@@ -339,7 +322,7 @@ impl PosixSlotAllocator {
         // A growing ring: the generation reserved in is the one grown for,
         // or a later (larger) one; checked all the same, as the caller
         // writes `len` bytes on the strength of it.
-        if len > cap {
+        if !self.static_ring() && len > cap {
             let _ = self.discard_slot(h);
             return Err(SlotError::SampleTooLarge { sample: len, slot_capacity: cap });
         }

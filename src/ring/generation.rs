@@ -164,6 +164,9 @@ impl Generation {
                 Err(SlotError::NoFreeSlot)
             }
             Ok((slot_index, seq)) => Ok(SlotHandle { slot_index, seq }),
+            // Full, and moved meanwhile: never reserve here again (a sample
+            // past `moved_at` would never be read).
+            Err(SlotError::NoFreeSlot) if growing && self.chain_flags() != 0 => Err(SlotError::NoFreeSlot),
             // Full: perhaps because of a dead reader (or a dead writer's
             // loan a lap ago). Look, now and then.
             Err(SlotError::NoFreeSlot) if Self::check_due(&self.next_write_check_ms) && self.reap_dead().any() => {

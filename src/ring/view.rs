@@ -54,7 +54,6 @@ impl Parker for FutexParker {
 }
 
 impl Generation {
-
     /// # Safety
     /// `map` must be at least `info.total_size` bytes and laid out by `info`.
     #[allow(clippy::too_many_arguments)]
@@ -68,7 +67,7 @@ impl Generation {
         let slots = at(lay.slots_offset);
         let geo = Geometry { slot_count: info.slot_count, capacity: info.capacity, max_readers: info.max_readers, policy: info.policy };
         let cursor_floor = FloorCell::new();
-        let segment_name_for_id = segment_name.clone();
+        let id = crate::segment::name::id_of(&segment_name);
         // SAFETY: the Control block, `max_readers` reader entries and
         // `slot_count` slots of `stride` bytes (64-byte aligned) lie inside
         // the mapping (validated geometry, caller's contract); atomics only.
@@ -108,7 +107,7 @@ impl Generation {
             idle_polls: AtomicU32::new(0),
             _cursor_floor: cursor_floor,
             pid: std::process::id(),
-            id: crate::segment::name::id_of(&segment_name_for_id),
+            id,
             next: std::sync::OnceLock::new(),
             grow_lock: parking_lot::Mutex::new(()),
             holds_creator: false,
